@@ -1,0 +1,7 @@
+"""``python -m swiftstudy`` runs the command line."""
+
+import sys
+
+from swiftstudy.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The ``swiftstudy`` command: parse arguments, call the library, turn bad input into exit 2.
+
+Each subcommand lives in its own module with ``add_parser(commands)``, which registers it and sets
+``run(args, command) -> int`` as its handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+
+from swiftstudy.cli import study
+from swiftstudy.errors import InputError
+
+EXIT_BAD_INPUT = 2
+SUBCOMMANDS = (study,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from swiftstudy import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="swiftstudy",
+        description="Will a kind of instruction-tuning data help your model? "
+        "Trace the relative influence of probe examples over a run's checkpoints.",
+    )
+    parser.add_argument("--version", action="version", version=f"swiftstudy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # KEY=VALUE overrides may come before or after the options: collect them wherever they are.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [
+        w for w in extra if "=" not in w or w.startswith("-") or not hasattr(args, "overrides")
+    ]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args, shlex.join(["swiftstudy", *argv]))
+    except InputError as err:
+        print(f"swiftstudy: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("swiftstudy: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

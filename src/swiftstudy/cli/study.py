@@ -1,0 +1,44 @@
+"""``swiftstudy study SPEC --out DIR [KEY=VALUE ...]``: run a study from a spec file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Register the ``study`` subcommand."""
+    parser = commands.add_parser(
+        "study",
+        help="compute RelInf over a checkpoint series",
+        description="Compute the relative influence of each probe example on each evaluation "
+        "example at every checkpoint, the in-task and cross-task scores, and their figures.",
+    )
+    parser.add_argument("spec", help="the study spec (YAML)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="override spec keys, e.g. batch_size=4"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace results of a different config in --out"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    """Run the study and print its scores; returns the exit status."""
+    from swiftstudy.study import run_study
+
+    result = run_study(
+        args.spec,
+        args.out,
+        overrides=args.overrides,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        command=command,
+    )
+    for row in result.scores:
+        value = "n/a" if row.value is None else f"{row.value:+.4f}"
+        print(f"step {row.step:>6}  {value:>9}  ({row.n_pairs} pairs)  {row.metric}")
+    print(f"results in {result.out_dir}")
+    return 0

@@ -1,0 +1,22 @@
+"""Models: load the base model, find a run's checkpoints, and put the model in each one's state.
+
+``load_base_model`` reads the bundled SmolLM2, a ``.gguf`` file, a local folder or a hub id;
+``discover_checkpoints`` turns a Trainer output folder or an explicit list into a sorted series;
+``ModelStates`` applies each checkpoint to the base model and names the gradient targets.
+"""
+
+from swiftstudy.model.checkpoints import Checkpoint, discover_checkpoints, hash_checkpoint
+from swiftstudy.model.loading import bundled_gguf_path, default_cache_dir, load_base_model
+from swiftstudy.model.states import ModelStates, TargetModule, target_parameters
+
+__all__ = [
+    "Checkpoint",
+    "ModelStates",
+    "TargetModule",
+    "bundled_gguf_path",
+    "default_cache_dir",
+    "discover_checkpoints",
+    "hash_checkpoint",
+    "load_base_model",
+    "target_parameters",
+]

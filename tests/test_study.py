@@ -1,0 +1,293 @@
+"""End to end on a tiny model: spec → files, values checked against the naive reference."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import build_tiny_llama, build_tiny_tokenizer
+from swiftstudy.cli.main import main
+from swiftstudy.data import load_examples, tokenize_examples
+from swiftstudy.gradients import compute_naive_gradients
+from swiftstudy.study import run_study
+
+NOCOT = [
+    {"prompt": "What is two plus two?", "response": "4", "task": "add"},
+    {"prompt": "Classify the review: great!", "response": "positive", "task": "cls"},
+    {"prompt": "Fix the spelling: speling", "response": "spelling", "task": "fix"},
+]
+COT = [
+    {
+        "prompt": "What is two plus two? Please output the reason first.",
+        "response": "Two and two make four. The answer is 4.",
+        "task": "add",
+    },
+    {
+        "prompt": "Classify the review: great! Please output the reason first.",
+        "response": "Great is praise, so positive.",
+        "task": "cls",
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Fix the spelling: speling"},
+            {"role": "assistant", "content": "It lacks an l: spelling"},
+        ],
+        "task": "fix",
+    },
+]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture()
+def study_dir(tmp_path: Path) -> Path:
+    """A base model folder, two adapter checkpoints, two sets and a spec."""
+    tokenizer = build_tiny_tokenizer()
+    base = build_tiny_llama(len(tokenizer), seed=0)
+    base.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    config = LoraConfig(
+        r=4, lora_alpha=32, target_modules=["up_proj", "down_proj"], init_lora_weights=False
+    )
+    for step, seed in ((20, 1), (10, 2)):
+        model = build_tiny_llama(len(tokenizer), seed=0)
+        torch.manual_seed(seed)  # after the base model, which seeds itself
+        adapter = get_peft_model(model, config)
+        adapter.save_pretrained(tmp_path / "run" / f"checkpoint-{step}")
+    _write_jsonl(tmp_path / "nocot.jsonl", NOCOT)
+    _write_jsonl(tmp_path / "cot.jsonl", COT)
+    spec = {
+        "model": "base",
+        "checkpoints": "run",
+        "sets": {"nocot": {"path": "nocot.jsonl"}, "cot": {"path": "cot.jsonl"}},
+        "metrics": [
+            {"name": "CoT → In-task", "probes": "cot", "evals": "nocot", "context": "in-task"},
+            {
+                "name": "CoT → Cross-task",
+                "probes": "cot",
+                "evals": "nocot",
+                "context": "cross-task",
+            },
+        ],
+        "dtype": "float64",
+        "batch_size": 2,
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    return tmp_path
+
+
+def _reference_relinf(root: Path, step: int) -> torch.Tensor:
+    """RelInf matrix (cot × nocot) from the naive loop on a freshly loaded checkpoint."""
+    tokenizer = AutoTokenizer.from_pretrained(root / "base")
+    model = AutoModelForCausalLM.from_pretrained(root / "base", dtype=torch.float64)
+    model = PeftModel.from_pretrained(model, root / "run" / f"checkpoint-{step}").eval()
+    modules = [
+        m for n, m in model.named_modules() if n.endswith(("lora_A.default", "lora_B.default"))
+    ]
+    model.requires_grad_(False)
+
+    def grads(name: str) -> torch.Tensor:
+        toks = tokenize_examples(load_examples(root / f"{name}.jsonl"), tokenizer)
+        return compute_naive_gradients(
+            model, modules, [(t.input_ids, t.completion_mask) for t in toks]
+        )
+
+    probes, evals = grads("cot"), grads("nocot")
+    return (probes @ evals.T) / (evals * evals).sum(dim=1)
+
+
+def test_study_writes_every_file_with_reference_values(study_dir: Path):
+    out = study_dir / "out"
+    result = run_study(study_dir / "study.yaml", out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.yaml",
+        "figures",
+        "relinf.csv",
+        "scores.csv",
+        "tokens.jsonl",
+    ]
+    assert [c.step for c in result.checkpoints] == [10, 20]
+
+    scores = list(csv.DictReader((out / "scores.csv").open()))
+    assert list(scores[0]) == [
+        "metric",
+        "context",
+        "probes",
+        "evals",
+        "step",
+        "checkpoint",
+        "value",
+        "n_pairs",
+    ]
+    assert [(r["step"], r["metric"], r["n_pairs"]) for r in scores] == [
+        ("10", "CoT → In-task", "3"),
+        ("10", "CoT → Cross-task", "6"),
+        ("20", "CoT → In-task", "3"),
+        ("20", "CoT → Cross-task", "6"),
+    ]
+    relinf = list(csv.DictReader((out / "relinf.csv").open()))
+    assert len(relinf) == 2 * 9
+    for step in (10, 20):
+        ref = _reference_relinf(study_dir, step)
+        rows = [r for r in relinf if r["step"] == str(step)]
+        for r in rows:
+            i, j = int(r["probe_id"]), int(r["eval_id"])
+            assert float(r["relinf"]) == pytest.approx(ref[i, j].item(), rel=1e-9, abs=1e-12)
+        in_task, cross = (float(s["value"]) for s in scores if s["step"] == str(step))
+        assert in_task == pytest.approx(ref.diagonal().mean().item(), rel=1e-9)
+        off = ref[~torch.eye(3, dtype=torch.bool)]
+        assert cross == pytest.approx(off.mean().item(), rel=1e-9)
+
+    tokens = [json.loads(line) for line in (out / "tokens.jsonl").open()]
+    assert {t["set"] for t in tokens} == {"cot", "nocot"} and len(tokens) == 6
+    assert all(len(t["input_ids"]) == len(t["completion_mask"]) for t in tokens)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["spec"]["dtype"] == "float64"
+    assert [c["step"] for c in config["checkpoints"]] == [10, 20]
+    assert all(len(c["sha256"]) == 64 for c in config["checkpoints"])
+    assert list((out / "figures").glob("*.png"))
+    assert not (out / ".partial").exists()
+
+
+def test_rerun_with_other_config_is_refused_unless_overwrite(study_dir: Path, capsys):
+    out = study_dir / "out"
+    assert (
+        main(["-q", "study", str(study_dir / "study.yaml"), "--out", str(out), "--no-progress"])
+        == 0
+    )
+    before = (out / "scores.csv").read_text()
+    status = main(
+        [
+            "-q",
+            "study",
+            str(study_dir / "study.yaml"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "batch_size=1",
+            "dtype=float32",
+        ]
+    )
+    assert status == 2
+    assert "different study config" in capsys.readouterr().err
+    assert (out / "scores.csv").read_text() == before
+    assert (
+        main(
+            [
+                "-q",
+                "study",
+                str(study_dir / "study.yaml"),
+                "--out",
+                str(out),
+                "--no-progress",
+                "dtype=float32",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    assert (out / "scores.csv").read_text() != before
+
+
+def test_resume_reuses_saved_checkpoint_results(study_dir: Path, monkeypatch):
+    """A run that crashed after the first checkpoint recomputes only the second."""
+    import swiftstudy.study.run as run_module
+
+    out = study_dir / "out"
+    real = run_module.compute_gradients
+    calls = []
+
+    def crash_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "compute_gradients", crash_on_second)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_study(study_dir / "study.yaml", out, progress=False)
+    assert len(list((out / ".partial").glob("*.safetensors"))) == 1
+    assert not (out / "scores.csv").exists()
+
+    calls.clear()
+    monkeypatch.setattr(
+        run_module, "compute_gradients", lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    )
+    resumed = run_study(study_dir / "study.yaml", out, progress=False)
+    assert len(calls) == 1
+    fresh = run_study(study_dir / "study.yaml", study_dir / "fresh", progress=False)
+    assert [r.value for r in resumed.scores] == [r.value for r in fresh.scores]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: (d / "cot.jsonl").write_text(
+                '{"prompt": "x", "response": "y"}\n{"prompt": 3\n'
+            ),
+            "cot.jsonl:2",
+        ),
+        (
+            lambda d: (d / "cot.jsonl").write_text('{"prompt": "x", "response": " "}\n'),
+            "cot.jsonl:1: response",
+        ),
+        (lambda d: (d / "nocot.jsonl").unlink(), "nocot.jsonl"),
+        (
+            lambda d: (d / "study.yaml").write_text(
+                (d / "study.yaml").read_text().replace("probes: cot", "probes: cots", 1)
+            ),
+            "study.yaml:",
+        ),
+        (
+            lambda d: (d / "study.yaml").write_text(
+                (d / "study.yaml").read_text().replace("checkpoints: run", "checkpoints: nowhere")
+            ),
+            "nowhere",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(study_dir, capsys, mutate, expected):
+    mutate(study_dir)
+    out = study_dir / "out"
+    status = main(["study", str(study_dir / "study.yaml"), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("swiftstudy: error: ") and expected in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert not out.exists()
+
+
+def test_metric_without_pairs_names_spec_line(study_dir, capsys):
+    rows = [dict(r, task="same") for r in NOCOT]
+    _write_jsonl(study_dir / "nocot.jsonl", rows)
+    _write_jsonl(study_dir / "cot.jsonl", [dict(r, task="same") for r in COT])
+    out = study_dir / "out"
+    assert main(["study", str(study_dir / "study.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "study.yaml:" in err and "metrics[1]" in err and "no pairs" in err
+    assert not out.exists()
+
+
+def test_checkpoint_that_does_not_fit_the_model(study_dir, capsys):
+    wider = build_tiny_llama(len(build_tiny_tokenizer()))
+    wider.config.intermediate_size = 64
+    config = LoraConfig(r=2, target_modules=["up_proj"], init_lora_weights=False)
+    get_peft_model(type(wider)(wider.config), config).save_pretrained(
+        study_dir / "run" / "checkpoint-30"
+    )
+    out = study_dir / "out"
+    assert main(["study", str(study_dir / "study.yaml"), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("swiftstudy: error: ") and "checkpoint-30" in err
+    assert not out.exists()
