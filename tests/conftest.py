@@ -76,3 +76,29 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture()
 def tiny_model(tiny_tokenizer) -> LlamaForCausalLM:
     return build_tiny_llama(len(tiny_tokenizer))
+
+
+def add_random_lora(model, *, r: int = 64, alpha: int = 512, b_scale: float = 1e-3, seed: int = 0):
+    """Wrap ``model`` with a LoRA adapter on up/down_proj whose weights look trained.
+
+    PEFT's default init sets B = 0, which would zero every gradient w.r.t. A; random A and a small
+    random B keep the adapter a small perturbation, as after a few hundred training steps.
+
+    Returns:
+        The frozen PeftModel in eval mode and its lora_A / lora_B Linear modules, in module order.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=["up_proj", "down_proj"], init_lora_weights=False
+    )
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(b_scale)
+    peft_model.eval().requires_grad_(False)
+    names = ("lora_A.default", "lora_B.default")
+    modules = [m for n, m in peft_model.named_modules() if n.endswith(names)]
+    return peft_model, modules

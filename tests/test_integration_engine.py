@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 
+from conftest import add_random_lora
 from swiftstudy.data import Example, Message, tokenize_examples
 from swiftstudy.gradients import compute_gradients, compute_naive_gradients
 from swiftstudy.model import load_base_model
@@ -29,24 +29,6 @@ QA = [
 ]
 
 
-def _lora(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Linear]]:
-    """The reference setup (r=64, alpha=512 on up/down) with trained-looking random weights."""
-    torch.manual_seed(0)
-    config = LoraConfig(
-        r=64, lora_alpha=512, target_modules=["up_proj", "down_proj"], init_lora_weights=False
-    )
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(1e-3)  # keep the adapter a small perturbation, as after training
-    peft_model.eval().requires_grad_(False)
-    modules = [
-        m for n, m in peft_model.named_modules() if n.endswith(("lora_A.default", "lora_B.default"))
-    ]
-    return peft_model, modules
-
-
 def _scaled_errors(fast: torch.Tensor, ref: torch.Tensor) -> float:
     """max |⟨a_i, a_j⟩ - ⟨r_i, r_j⟩| / (‖r_i‖ ‖r_j‖) over all pairs."""
     fast, ref = fast.double(), ref.double()
@@ -66,10 +48,10 @@ def sequences():
 
 
 def test_engine_float32_matches_naive_float64_on_bundled_model(sequences):
-    model64, modules64 = _lora(load_base_model("smollm2", dtype=torch.float64)[0])
+    model64, modules64 = add_random_lora(load_base_model("smollm2", dtype=torch.float64)[0])
     reference = compute_naive_gradients(model64, modules64, sequences)
     del model64, modules64
-    model32, modules32 = _lora(load_base_model("smollm2", dtype=torch.float32)[0])
+    model32, modules32 = add_random_lora(load_base_model("smollm2", dtype=torch.float32)[0])
     # Batches of 3 with padding, to exercise the masking of padded positions.
     fast = compute_gradients(
         model32, modules32, sequences, pad_id=0, max_examples=3, max_tokens=4096

@@ -9,10 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from peft import LoraConfig, get_peft_model
 
+from conftest import add_random_lora
 from swiftstudy.cli.main import main
 from swiftstudy.model import load_base_model
 
@@ -24,15 +23,7 @@ def _save_series(root: Path) -> None:
     """Two LoRA states (r=64, alpha=512 on up/down) of the bundled model, steps 50 and 100."""
     for step, scale in ((50, 1e-3), (100, 2e-3)):
         model, _ = load_base_model("smollm2")
-        torch.manual_seed(step)
-        config = LoraConfig(
-            r=64, lora_alpha=512, target_modules=["up_proj", "down_proj"], init_lora_weights=False
-        )
-        peft_model = get_peft_model(model, config)
-        with torch.no_grad():
-            for name, param in peft_model.named_parameters():
-                if "lora_B" in name:
-                    param.mul_(scale)
+        peft_model, _ = add_random_lora(model, b_scale=scale, seed=step)
         peft_model.save_pretrained(root / f"checkpoint-{step}")
 
 

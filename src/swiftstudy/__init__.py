@@ -20,5 +20,17 @@ from swiftstudy.study import (
     load_study_spec,
     run_study,
 )
+from swiftstudy.train import TrainResult, TrainSpec, load_train_spec, run_training
 
-__all__ = ["InputError", "StudyResult", "StudySpec", "__version__", "load_study_spec", "run_study"]
+__all__ = [
+    "InputError",
+    "StudyResult",
+    "StudySpec",
+    "TrainResult",
+    "TrainSpec",
+    "__version__",
+    "load_study_spec",
+    "load_train_spec",
+    "run_study",
+    "run_training",
+]

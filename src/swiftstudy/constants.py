@@ -57,3 +57,26 @@ GGUF_CACHE_HASH_CHARS = 16
 MODEL_CONFIG = "config.json"
 CHECKPOINT_KIND_ADAPTER = "adapter"
 CHECKPOINT_KIND_FULL = "full"
+
+# Training (swiftstudy.train): the reference setup of the base run.
+TRAIN_CONFIG_YAML = "train_config.yaml"
+DEFAULT_LORA_R = 64
+DEFAULT_LORA_ALPHA = 512
+DEFAULT_LORA_DROPOUT = 0.0
+DEFAULT_LORA_TARGETS = ("up_proj", "down_proj")
+DEFAULT_TRAIN_LR = 1e-5
+DEFAULT_TRAIN_MIN_LR = 1e-7
+DEFAULT_WARMUP_STEPS = 10
+DEFAULT_EPOCHS = 6
+DEFAULT_TRAIN_BATCH_SIZE = 32
+DEFAULT_SAVE_STEPS = 50
+DEFAULT_SEED = 42
+SCHEDULE_MIXED = "mixed"
+SCHEDULE_SEQUENTIAL = "sequential"
+SCHEDULES = (SCHEDULE_MIXED, SCHEDULE_SEQUENTIAL)
+DEFAULT_TRAIN_DEVICE = "auto"
+#: ``device:`` of a train spec: the Trainer places each process itself (``LOCAL_RANK`` under
+#: torchrun), so a fixed ``cuda:N`` makes no sense there.
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
+#: The largest micro-batch chosen automatically when ``micro_batch_size`` is not set.
+MAX_AUTO_MICRO_BATCH_SIZE = 8

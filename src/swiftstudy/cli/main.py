@@ -10,13 +10,14 @@ import argparse
 import logging
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 
-from swiftstudy.cli import study
+from swiftstudy.cli import study, train
 from swiftstudy.errors import InputError
 
 EXIT_BAD_INPUT = 2
-SUBCOMMANDS = (study,)
+SUBCOMMANDS = (study, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep the terminal to our own progress bars and messages, unless --verbose."""
+    if verbose:
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars of every from_pretrained
+    # PEFT asks transformers a deprecated question on every adapter load; nothing to act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -52,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries(args.verbose)
     try:
         return args.run(args, shlex.join(["swiftstudy", *argv]))
     except InputError as err:

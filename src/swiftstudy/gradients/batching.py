@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-#: Padded tokens per batch when the caller does not choose: on a CPU a batch of one long example is
-#: already compute-bound, so the budget only groups short examples; a GPU wants larger batches.
-DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
+#: Padded tokens per batch when the caller does not choose. On a CPU a batch of one long example is
+#: already compute-bound and padding costs more than batching saves: measured on 2 cores
+#: (benchmarks/engine.py, README), 512 was fastest, 1024 slower than batch size 1. A GPU wants
+#: larger batches.
+DEFAULT_BATCH_TOKENS = {"cpu": 512, "cuda": 16384}
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 SCORES_COLUMNS = ("metric", "context", "probes", "evals", "step", "checkpoint", "value", "n_pairs")
 RELINF_COLUMNS = (
@@ -59,22 +56,6 @@ class RelInfRow:
     dot: float
     eval_sqnorm: float
     relinf: float
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def render_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -14,10 +14,8 @@ import json
 import logging
 import math
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from tqdm.auto import tqdm
 from swiftstudy.constants import CONFIG_YAML, FIGURES_DIR, RELINF_CSV, SCORES_CSV, TOKENS_JSONL
 from swiftstudy.data import TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import write_text_atomic
 from swiftstudy.gradients import (
     compute_gradients,
     default_batch_tokens,
@@ -40,6 +39,7 @@ from swiftstudy.model import (
     hash_checkpoint,
     load_base_model,
 )
+from swiftstudy.provenance import describe_provenance
 from swiftstudy.scores import (
     aggregate_metric,
     compute_dot_products,
@@ -52,9 +52,9 @@ from swiftstudy.study.outputs import (
     render_relinf_csv,
     render_scores_csv,
     render_tokens_jsonl,
-    write_text_atomic,
 )
 from swiftstudy.study.spec import MetricSpec, StudySpec, load_study_spec
+from swiftstudy.validation import spec_key_error
 from swiftstudy.yamlio import dump_yaml, load_yaml
 
 logger = logging.getLogger(__name__)
@@ -199,18 +199,9 @@ def _check_pairs(spec: StudySpec, tasks: dict[str, list[str]]) -> None:
                 if metric.context == "in-task"
                 else "every probe has the same task as every eval example"
             )
-            raise _spec_error(
-                spec, f"metric {metric.name!r} has no pairs: {why}", ("metrics", index)
+            raise spec_key_error(
+                spec.spec_path, f"metric {metric.name!r} has no pairs: {why}", ("metrics", index)
             )
-
-
-def _spec_error(spec: StudySpec, message: str, key_path: tuple) -> InputError:
-    line = None
-    if spec.spec_path is not None and spec.spec_path.is_file():
-        _, lines = load_yaml(spec.spec_path)
-        line = lines.get(key_path)
-    key = ".".join(f"[{k}]" if isinstance(k, int) else str(k) for k in key_path).replace(".[", "[")
-    return InputError(message, path=spec.spec_path, line=line, key=key)
 
 
 def _discover(spec: StudySpec) -> list[Checkpoint]:
@@ -376,35 +367,14 @@ def _warn_excluded(metric: MetricSpec, ckpt: Checkpoint, n: int) -> None:
 
 
 def _resolved_config(spec, checkpoints, hashes, dims, command) -> dict:
-    from swiftstudy import __version__
-
     return {
         "spec": spec.to_dict(),
-        "command": command,
-        "swiftstudy_version": __version__,
-        "git_sha": _git_sha(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch_version": str(torch.__version__),
+        **describe_provenance(command),
         "checkpoints": [
             {"step": c.step, "path": str(c.path), "kind": c.kind, "sha256": h, "gradient_dim": d}
             for c, h, d in zip(checkpoints, hashes, dims, strict=True)
         ],
     }
-
-
-def _git_sha() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _token_records(tokenized: dict[str, list[TokenizedExample]]) -> list[dict]:

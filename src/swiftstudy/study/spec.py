@@ -18,9 +18,7 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +37,8 @@ from swiftstudy.constants import (
     ON_OVERFLOW_ERROR,
     ON_OVERFLOW_MODES,
 )
-from swiftstudy.errors import InputError
-from swiftstudy.yamlio import KeyPath, apply_overrides, load_yaml, override_key_path
+from swiftstudy.validation import SpecValidator, absolute_path, describe_value, load_spec_data
+from swiftstudy.yamlio import KeyPath
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +153,17 @@ class StudySpec:
         ``spec_from_dict(spec.to_dict(), base_dir=...)`` gives back an equal spec.
         """
         if isinstance(self.checkpoints, Path):
-            checkpoints: Any = str(_absolute(self.checkpoints))
+            checkpoints: Any = str(absolute_path(self.checkpoints))
         else:
             checkpoints = [
-                {"path": str(_absolute(c.path)), "step": c.step} for c in self.checkpoints
+                {"path": str(absolute_path(c.path)), "step": c.step} for c in self.checkpoints
             ]
         return {
             "model": self.model,
             "checkpoints": checkpoints,
-            "sets": {s.name: {"path": str(_absolute(s.path)), "split": s.split} for s in self.sets},
+            "sets": {
+                s.name: {"path": str(absolute_path(s.path)), "split": s.split} for s in self.sets
+            },
             "metrics": [
                 {"name": m.name, "probes": m.probes, "evals": m.evals, "context": m.context}
                 for m in self.metrics
@@ -194,12 +194,7 @@ def load_study_spec(path: str | Path, overrides: Sequence[str] = ()) -> StudySpe
         InputError: The file cannot be read or parsed, an override is malformed, or the spec is
             invalid; the error names the file, line and key.
     """
-    path = _absolute(Path(path))
-    data, lines = load_yaml(path)
-    data = apply_overrides(data, overrides)
-    marked: dict[KeyPath, int | None] = dict(lines)
-    for override in overrides:
-        _mark_overridden(marked, override_key_path(override.partition("=")[0].strip()))
+    data, marked, path = load_spec_data(path, overrides)
     spec = spec_from_dict(data, base_dir=path.parent, source=path, lines=marked)
     logger.debug(
         "loaded study spec %s: %d sets, %d metrics", path, len(spec.sets), len(spec.metrics)
@@ -229,18 +224,11 @@ def spec_from_dict(
     Raises:
         InputError: The data is not a valid spec.
     """
-    return _Validator(source, lines or {}, _absolute(Path(base_dir))).spec(data)
+    return _Validator(source, lines or {}, absolute_path(Path(base_dir))).spec(data)
 
 
-class _Validator:
+class _Validator(SpecValidator):
     """Checks one spec, raising ``InputError`` with the file, line and key of the first problem."""
-
-    def __init__(
-        self, source: Path | None, lines: Mapping[KeyPath, int | None], base_dir: Path
-    ) -> None:
-        self.source = source
-        self.lines = lines
-        self.base_dir = base_dir
 
     def spec(self, data: Any) -> StudySpec:
         top = self.mapping(data, (), "a mapping of spec keys (model, checkpoints, sets, ...)")
@@ -273,21 +261,14 @@ class _Validator:
         }
         return {key: check(top[key], (key,)) for key, check in checks.items() if key in top}
 
-    def model(self, value: Any) -> str:
-        model = self.string(value, ("model",))
-        candidate = Path(model).expanduser()
-        looks_like_path = model.lower().endswith(".gguf") or model.startswith(("./", "../", "~"))
-        if candidate.is_absolute() or looks_like_path or (self.base_dir / candidate).exists():
-            return str(self.resolve(candidate))
-        return model
-
     def checkpoints(self, value: Any) -> Path | tuple[CheckpointRef, ...]:
         key_path: KeyPath = ("checkpoints",)
         if isinstance(value, str):
             return self.path(value, key_path)
         if not isinstance(value, list):
             raise self.error(
-                f"expected a path or a list of {{path, step}}, got {_describe(value)}", key_path
+                f"expected a path or a list of {{path, step}}, got {describe_value(value)}",
+                key_path,
             )
         if not value:
             raise self.error("the list of checkpoints is empty", key_path)
@@ -334,7 +315,7 @@ class _Validator:
     def metrics(self, value: Any, sets: tuple[SetSpec, ...]) -> tuple[MetricSpec, ...]:
         key_path: KeyPath = ("metrics",)
         if not isinstance(value, list):
-            raise self.error(f"expected a list of metrics, got {_describe(value)}", key_path)
+            raise self.error(f"expected a list of metrics, got {describe_value(value)}", key_path)
         if not value:
             raise self.error("the list of metrics is empty", key_path)
         set_names = [s.name for s in sets]
@@ -371,7 +352,7 @@ class _Validator:
         key_path: KeyPath = ("params",)
         if not isinstance(value, list) or not value:
             raise self.error(
-                f"expected a non-empty list of regexes, got {_describe(value)}", key_path
+                f"expected a non-empty list of regexes, got {describe_value(value)}", key_path
             )
         for index, pattern in enumerate(value):
             pattern = self.string(pattern, (*key_path, index))
@@ -380,109 +361,3 @@ class _Validator:
             except re.error as exc:
                 raise self.error(f"invalid regex {pattern!r}: {exc}", (*key_path, index)) from None
         return tuple(value)
-
-    # -- values -----------------------------------------------------------------------------
-
-    def mapping(self, value: Any, key_path: KeyPath, what: str) -> dict[Any, Any]:
-        if not isinstance(value, dict):
-            raise self.error(f"expected {what}, got {_describe(value)}", key_path)
-        return value
-
-    def check_keys(
-        self,
-        mapping: dict[Any, Any],
-        required: Sequence[str],
-        optional: Sequence[str],
-        key_path: KeyPath,
-    ) -> None:
-        allowed = (*required, *optional)
-        for key in mapping:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = (
-                    f"did you mean {close[0]!r}?" if close else f"expected one of {_list(allowed)}"
-                )
-                raise self.error(f"unknown key {key!r}: {hint}", (*key_path, key))
-        for key in required:
-            if key not in mapping:
-                raise self.error(f"missing required key {key!r}", (*key_path, key))
-
-    def string(self, value: Any, key_path: KeyPath) -> str:
-        if not isinstance(value, str):
-            raise self.error(f"expected a string, got {_describe(value)}", key_path)
-        if not value.strip():
-            raise self.error("must not be empty", key_path)
-        return value
-
-    def integer(
-        self, value: Any, key_path: KeyPath, minimum: int, *, nullable: bool = False
-    ) -> int | None:
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            expected = "an integer or null" if nullable else "an integer"
-            raise self.error(f"expected {expected}, got {_describe(value)}", key_path)
-        if value < minimum:
-            raise self.error(f"must be at least {minimum}, got {value}", key_path)
-        return value
-
-    def choice(
-        self, value: Any, choices: Sequence[str], key_path: KeyPath, *, what: str = "value"
-    ) -> str:
-        text = self.string(value, key_path)
-        if text not in choices:
-            known = "known sets" if what == "set" else "expected one of"
-            raise self.error(f"unknown {what} {text!r} ({known}: {_list(choices)})", key_path)
-        return text
-
-    def path(self, value: Any, key_path: KeyPath) -> Path:
-        return self.resolve(Path(self.string(value, key_path)).expanduser())
-
-    def resolve(self, path: Path) -> Path:
-        return _absolute(self.base_dir / path)
-
-    # -- errors -----------------------------------------------------------------------------
-
-    def error(self, message: str, key_path: KeyPath) -> InputError:
-        line = None
-        for depth in range(len(key_path), -1, -1):
-            prefix = key_path[:depth]
-            if prefix in self.lines:
-                line = self.lines[prefix]
-                if line is None:
-                    message += " (set by a command-line override)"
-                break
-        return InputError(message, path=self.source, line=line, key=_dotted(key_path) or None)
-
-
-def _mark_overridden(lines: dict[KeyPath, int | None], key_path: KeyPath) -> None:
-    """Drop file lines under an overridden key; mark it (and new parents) as overridden."""
-    for existing in [k for k in lines if k[: len(key_path)] == key_path]:
-        del lines[existing]
-    for depth in range(1, len(key_path) + 1):
-        lines.setdefault(key_path[:depth], None)
-
-
-def _absolute(path: Path) -> Path:
-    # abspath, not resolve(): keep symlinked folders as the user wrote them.
-    return Path(os.path.abspath(path.expanduser()))
-
-
-def _dotted(key_path: KeyPath) -> str:
-    text = ""
-    for part in key_path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    kinds.update({list: "a list", dict: "a mapping"})
-    kind = kinds.get(type(value), type(value).__name__)
-    return kind if isinstance(value, (list, dict)) else f"{kind} ({value!r})"
-
-
-def _list(choices: Sequence[str]) -> str:
-    return ", ".join(choices)

@@ -1,0 +1,205 @@
+"""Validation shared by the YAML specs (study, train): typed values, errors at file, line and key.
+
+Each spec module subclasses :class:`SpecValidator` with its own sections; the checks of single
+values, the key-path bookkeeping and the error messages live here, once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from swiftstudy.errors import InputError
+from swiftstudy.yamlio import KeyPath, apply_overrides, load_yaml, override_key_path
+
+
+def load_spec_data(
+    path: str | Path, overrides: Sequence[str] = ()
+) -> tuple[Any, dict[KeyPath, int | None], Path]:
+    """Read a spec file and apply ``key=value`` overrides.
+
+    Returns:
+        The data, the line of each key path (None for keys set by an override) and the file's
+        absolute path.
+    """
+    path = absolute_path(Path(path))
+    data, lines = load_yaml(path)
+    data = apply_overrides(data, overrides)
+    marked: dict[KeyPath, int | None] = dict(lines)
+    for override in overrides:
+        _mark_overridden(marked, override_key_path(override.partition("=")[0].strip()))
+    return data, marked, path
+
+
+def spec_error(
+    source: Path | None, lines: Mapping[KeyPath, int | None], message: str, key_path: KeyPath
+) -> InputError:
+    """An ``InputError`` at ``key_path`` of a spec, on the line of its nearest recorded parent."""
+    line = None
+    for depth in range(len(key_path), -1, -1):
+        prefix = key_path[:depth]
+        if prefix in lines:
+            line = lines[prefix]
+            if line is None:
+                message += " (set by a command-line override)"
+            break
+    return InputError(message, path=source, line=line, key=dotted_key(key_path) or None)
+
+
+def spec_key_error(spec_path: Path | None, message: str, key_path: KeyPath) -> InputError:
+    """An ``InputError`` found after validation (e.g. once the data is read) at a spec key."""
+    lines: dict[KeyPath, int | None] = {}
+    if spec_path is not None and spec_path.is_file():
+        _, lines = load_yaml(spec_path)
+    return spec_error(spec_path, lines, message, key_path)
+
+
+class SpecValidator:
+    """Checks of single values; raises ``InputError`` with the file, line and key at fault.
+
+    Args:
+        source: The spec file, named in errors.
+        lines: Key paths to 1-based lines (None: set by a command-line override).
+        base_dir: The folder relative paths resolve against.
+    """
+
+    def __init__(
+        self, source: Path | None, lines: Mapping[KeyPath, int | None], base_dir: Path
+    ) -> None:
+        self.source = source
+        self.lines = lines
+        self.base_dir = base_dir
+
+    def mapping(self, value: Any, key_path: KeyPath, what: str) -> dict[Any, Any]:
+        if not isinstance(value, dict):
+            raise self.error(f"expected {what}, got {describe_value(value)}", key_path)
+        return value
+
+    def check_keys(
+        self,
+        mapping: dict[Any, Any],
+        required: Sequence[str],
+        optional: Sequence[str],
+        key_path: KeyPath,
+    ) -> None:
+        allowed = (*required, *optional)
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?" if close else f"expected one of {_list(allowed)}"
+                )
+                raise self.error(f"unknown key {key!r}: {hint}", (*key_path, key))
+        for key in required:
+            if key not in mapping:
+                raise self.error(f"missing required key {key!r}", (*key_path, key))
+
+    def string(self, value: Any, key_path: KeyPath) -> str:
+        if not isinstance(value, str):
+            raise self.error(f"expected a string, got {describe_value(value)}", key_path)
+        if not value.strip():
+            raise self.error("must not be empty", key_path)
+        return value
+
+    def integer(
+        self, value: Any, key_path: KeyPath, minimum: int, *, nullable: bool = False
+    ) -> int | None:
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            expected = "an integer or null" if nullable else "an integer"
+            raise self.error(f"expected {expected}, got {describe_value(value)}", key_path)
+        if value < minimum:
+            raise self.error(f"must be at least {minimum}, got {value}", key_path)
+        return value
+
+    def number(self, value: Any, key_path: KeyPath, *, positive: bool) -> float:
+        """A finite number; PyYAML reads ``1e-5`` (no dot) as a string, so those are parsed.
+
+        Integers stay integers (``alpha: 512`` is written back as ``512``).
+        """
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number):
+            raise self.error(f"expected a number, got {describe_value(value)}", key_path)
+        if number < 0 or (positive and number == 0):
+            bound = "positive" if positive else "at least 0"
+            raise self.error(f"must be {bound}, got {number}", key_path)
+        return number
+
+    def boolean(self, value: Any, key_path: KeyPath) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(f"expected true or false, got {describe_value(value)}", key_path)
+        return value
+
+    def choice(
+        self, value: Any, choices: Sequence[str], key_path: KeyPath, *, what: str = "value"
+    ) -> str:
+        text = self.string(value, key_path)
+        if text not in choices:
+            known = "known sets" if what == "set" else "expected one of"
+            raise self.error(f"unknown {what} {text!r} ({known}: {_list(choices)})", key_path)
+        return text
+
+    def path(self, value: Any, key_path: KeyPath) -> Path:
+        return self.resolve(Path(self.string(value, key_path)).expanduser())
+
+    def resolve(self, path: Path) -> Path:
+        return absolute_path(self.base_dir / path)
+
+    def model(self, value: Any) -> str:
+        """``model:``: an alias or hub id stays as written; a local path is made absolute."""
+        model = self.string(value, ("model",))
+        candidate = Path(model).expanduser()
+        looks_like_path = model.lower().endswith(".gguf") or model.startswith(("./", "../", "~"))
+        if candidate.is_absolute() or looks_like_path or (self.base_dir / candidate).exists():
+            return str(self.resolve(candidate))
+        return model
+
+    def error(self, message: str, key_path: KeyPath) -> InputError:
+        return spec_error(self.source, self.lines, message, key_path)
+
+
+def absolute_path(path: Path) -> Path:
+    """``path`` made absolute; abspath, not resolve(): symlinked folders stay as written."""
+    return Path(os.path.abspath(path.expanduser()))
+
+
+def dotted_key(key_path: KeyPath) -> str:
+    """``("metrics", 1, "probes")`` → ``metrics[1].probes``."""
+    text = ""
+    for part in key_path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def describe_value(value: Any) -> str:
+    """A value's kind for an error message: ``an integer (3)``, ``a list``, ``null``."""
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    kinds.update({list: "a list", dict: "a mapping"})
+    kind = kinds.get(type(value), type(value).__name__)
+    return kind if isinstance(value, (list, dict)) else f"{kind} ({value!r})"
+
+
+def _list(choices: Sequence[str]) -> str:
+    return ", ".join(choices)
+
+
+def _mark_overridden(lines: dict[KeyPath, int | None], key_path: KeyPath) -> None:
+    """Drop file lines under an overridden key; mark it (and new parents) as overridden."""
+    for existing in [k for k in lines if k[: len(key_path)] == key_path]:
+        del lines[existing]
+    for depth in range(1, len(key_path) + 1):
+        lines.setdefault(key_path[:depth], None)
