@@ -10,6 +10,7 @@ Each method runs in its own process, so its peak resident memory (``ru_maxrss``)
 
 - ``engine``: ``compute_gradients`` (per-example gradients, length-bucketed batches).
 - ``naive``: ``compute_naive_gradients`` (one example at a time, plain autograd, full logits).
+- ``engine-bf16``: the engine on a bfloat16 model (products still accumulated in float32).
 - ``floor``: a plain LoRA training forward and backward over the engine's batches (summed
   gradient, same completion loss): what any exact method must at least spend.
 
@@ -85,7 +86,7 @@ def _run_floor(model, sequences, pad_id, batches) -> None:
 
 def _child(method: str, args: dict, result_path: str) -> None:
     torch.set_num_threads(args["threads"])
-    dtype = torch.float64 if method == "reference" else torch.float32
+    dtype = {"reference": torch.float64, "engine-bf16": torch.bfloat16}.get(method, torch.float32)
     model, modules, sequences, pad_id = _setup(dtype, args["examples"], method == "floor")
     batch_tokens, batch_size = args["batch_tokens"], args["batch_size"]
     batches = plan_batches(
@@ -94,7 +95,7 @@ def _child(method: str, args: dict, result_path: str) -> None:
     warm = sequences[:WARMUP_EXAMPLES]
 
     def run(seqs):
-        if method == "engine":
+        if method in ("engine", "engine-bf16"):
             return compute_gradients(
                 model,
                 modules,
@@ -168,7 +169,7 @@ def main() -> None:
     rows = []  # (method, budget, result)
     args = {"examples": opts.examples, "threads": opts.threads, "batch_size": opts.batch_size}
     for method in opts.methods:
-        for budget in opts.batch_tokens if method in ("engine", "floor") else [None]:
+        for budget in opts.batch_tokens if method in ("engine", "engine-bf16", "floor") else [None]:
             result = _measure(method, {**args, "batch_tokens": budget or 1})
             rows.append((method, budget, result))
             print(
