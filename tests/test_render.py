@@ -227,8 +227,7 @@ def test_bundled_smollm2_tokenizer():
     from transformers import AutoTokenizer
 
     spec = importlib.util.find_spec(BUNDLED_MODEL_PACKAGE)
-    if spec is None:
-        pytest.skip(f"{BUNDLED_MODEL_PACKAGE} is not installed")
+    assert spec is not None, f"{BUNDLED_MODEL_PACKAGE} is not installed (make test installs it)"
     path = spec.submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=BUNDLED_MODEL_GGUF)
     response = "The answer is 4, because two plus two makes four."

@@ -49,9 +49,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture()
-def study_dir(tmp_path: Path) -> Path:
-    """A base model folder, two adapter checkpoints, two sets and a spec."""
+def build_study_dir(tmp_path: Path) -> Path:
+    """A base model folder, two adapter checkpoints, two sets and a spec, under ``tmp_path``."""
     tokenizer = build_tiny_tokenizer()
     base = build_tiny_llama(len(tokenizer), seed=0)
     base.save_pretrained(tmp_path / "base")
@@ -86,6 +85,11 @@ def study_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture()
+def study_dir(tmp_path: Path) -> Path:
+    return build_study_dir(tmp_path)
+
+
 def _reference_relinf(root: Path, step: int) -> torch.Tensor:
     """RelInf matrix (cot × nocot) from the naive loop on a freshly loaded checkpoint."""
     tokenizer = AutoTokenizer.from_pretrained(root / "base")
@@ -103,7 +107,7 @@ def _reference_relinf(root: Path, step: int) -> torch.Tensor:
         )
 
     probes, evals = grads("cot"), grads("nocot")
-    return (probes @ evals.T) / (evals * evals).sum(dim=1)
+    return (probes @ evals.T) / (evals * evals).sum(dim=1), (probes * probes).sum(dim=1)
 
 
 def test_study_writes_every_file_with_reference_values(study_dir: Path):
@@ -112,9 +116,13 @@ def test_study_writes_every_file_with_reference_values(study_dir: Path):
     assert sorted(p.name for p in out.iterdir()) == [
         "config.yaml",
         "figures",
+        "norms.csv",
         "relinf.csv",
+        "report.html",
+        "report.md",
         "scores.csv",
         "tokens.jsonl",
+        "verdicts.json",
     ]
     assert [c.step for c in result.checkpoints] == [10, 20]
 
@@ -128,6 +136,8 @@ def test_study_writes_every_file_with_reference_values(study_dir: Path):
         "checkpoint",
         "value",
         "n_pairs",
+        "ci_low",
+        "ci_high",
     ]
     assert [(r["step"], r["metric"], r["n_pairs"]) for r in scores] == [
         ("10", "CoT → In-task", "3"),
@@ -137,8 +147,33 @@ def test_study_writes_every_file_with_reference_values(study_dir: Path):
     ]
     relinf = list(csv.DictReader((out / "relinf.csv").open()))
     assert len(relinf) == 2 * 9
+    norms = list(csv.DictReader((out / "norms.csv").open()))
+    assert list(norms[0]) == [
+        "step",
+        "checkpoint",
+        "set",
+        "id",
+        "task",
+        "n_completion_tokens",
+        "sqnorm",
+    ]
+    assert len(norms) == 2 * 6  # steps × (3 nocot + 3 cot)
+    tokens = {(t["set"], t["id"]): t for t in map(json.loads, (out / "tokens.jsonl").open())}
+    for row in norms:
+        mask = tokens[row["set"], row["id"]]["completion_mask"]
+        assert int(row["n_completion_tokens"]) == sum(mask)
     for step in (10, 20):
-        ref = _reference_relinf(study_dir, step)
+        ref, probe_sqnorms = _reference_relinf(study_dir, step)
+        for row in (r for r in norms if r["step"] == str(step)):
+            if row["set"] == "cot":
+                expected = probe_sqnorms[int(row["id"])].item()
+            else:
+                (expected,) = {
+                    float(r["eval_sqnorm"])
+                    for r in relinf
+                    if r["step"] == str(step) and r["eval_id"] == row["id"]
+                }
+            assert float(row["sqnorm"]) == pytest.approx(expected, rel=1e-9)
         rows = [r for r in relinf if r["step"] == str(step)]
         for r in rows:
             i, j = int(r["probe_id"]), int(r["eval_id"])
@@ -155,8 +190,31 @@ def test_study_writes_every_file_with_reference_values(study_dir: Path):
     assert config["spec"]["dtype"] == "float64"
     assert [c["step"] for c in config["checkpoints"]] == [10, 20]
     assert all(len(c["sha256"]) == 64 for c in config["checkpoints"])
-    assert list((out / "figures").glob("*.png"))
     assert not (out / ".partial").exists()
+
+    # The report recomputes each interval from relinf.csv and tokens.jsonl: the same numbers.
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    from_report = {
+        (str(s["step"]), m["metric"]): (s["ci_low"], s["ci_high"])
+        for m in verdicts["metrics"]
+        for s in m["steps"]
+    }
+    for row in scores:
+        low, high = float(row["ci_low"]), float(row["ci_high"])
+        assert low <= float(row["value"]) <= high
+        assert from_report[row["step"], row["metric"]] == (low, high)
+    assert [m["metric"] for m in verdicts["metrics"]] == ["CoT → In-task", "CoT → Cross-task"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "gradient-norms.png",
+        "gradient-norms.svg",
+        "metrics-by-step-nocot.png",
+        "metrics-by-step-nocot.svg",
+        "relinf-distribution-nocot.png",
+        "relinf-distribution-nocot.svg",
+        "relinf-heatmap-cot-on-nocot.png",
+        "relinf-heatmap-cot-on-nocot.svg",
+    ]
+    assert 'id="verdict-table"' in (out / "report.html").read_text()
 
 
 def test_rerun_with_other_config_is_refused_unless_overwrite(study_dir: Path, capsys):

@@ -3,7 +3,10 @@
 The public API, for notebooks and scripts (the ``swiftstudy`` command calls the same functions)::
 
     import swiftstudy
-    result = swiftstudy.run_study("study.yaml", "results/cot")
+    result = swiftstudy.run_study("study.yaml", "results/cot")  # ends by writing its report
+    swiftstudy.render_report("results/cot")  # re-render the report from the saved tables
+    probes = swiftstudy.build_probes("cot", "refs.jsonl", "cot.jsonl")  # + generator=...
+    validation = swiftstudy.run_validation("validate.yaml", "results/validation")
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -13,7 +16,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
+from swiftstudy.data.strategies import Strategy, load_strategy
 from swiftstudy.errors import InputError
+from swiftstudy.probes import ProbeFailure, ProbesResult, build_probes
 from swiftstudy.study import (
     StudyResult,
     StudySpec,
@@ -21,16 +26,38 @@ from swiftstudy.study import (
     run_study,
 )
 from swiftstudy.train import TrainResult, TrainSpec, load_train_spec, run_training
+from swiftstudy.validate import ValidateSpec, ValidationResult, load_validate_spec, run_validation
 
 __all__ = [
     "InputError",
+    "ProbeFailure",
+    "ProbesResult",
+    "ReportFiles",
+    "Strategy",
     "StudyResult",
     "StudySpec",
     "TrainResult",
     "TrainSpec",
+    "ValidateSpec",
+    "ValidationResult",
     "__version__",
+    "build_probes",
+    "load_strategy",
     "load_study_spec",
     "load_train_spec",
+    "load_validate_spec",
+    "render_report",
     "run_study",
     "run_training",
+    "run_validation",
 ]
+
+
+def __getattr__(name: str):
+    # The report draws with matplotlib: import it on first use, so `import swiftstudy` (and
+    # swiftstudy.scores) stays free of plotting.
+    if name in ("ReportFiles", "render_report"):
+        from swiftstudy import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module 'swiftstudy' has no attribute {name!r}")

@@ -80,3 +80,94 @@ DEFAULT_TRAIN_DEVICE = "auto"
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 #: The largest micro-batch chosen automatically when ``micro_batch_size`` is not set.
 MAX_AUTO_MICRO_BATCH_SIZE = 8
+
+# Probe sets (swiftstudy.probes, swiftstudy.data.strategies, swiftstudy.generate).
+#: Built-in strategies, shipped as ``swiftstudy/data/strategies/<name>.yaml``.
+BUILTIN_STRATEGIES = ("cot", "clarify", "eval", "similar")
+#: Sub-folder of the cache folder that holds one JSON file per generator answer.
+GENERATION_CACHE_SUBDIR = "generations"
+#: With ``--generator none``, the answer to a strategy's generation prompt is read from this field
+#: of each reference record.
+DEFAULT_GENERATION_FIELD = "generation"
+#: The OpenAI-compatible generator reads its API key from this environment variable by default.
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_GENERATOR_MODEL = BUNDLED_MODEL_ALIAS
+DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_GENERATOR_BATCH_SIZE = 8
+DEFAULT_CONCURRENCY = 4
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_REQUEST_TIMEOUT_S = 120.0
+#: First wait before retrying a 429/5xx/connection error; it doubles each retry, up to the cap.
+DEFAULT_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 60.0
+#: Beside ``--out X.jsonl``: ``X.config.yaml`` (what made it, and the per-example failures).
+PROBES_CONFIG_SUFFIX = ".config.yaml"
+
+# Statistics (swiftstudy.scores.statistics) and the report (swiftstudy.report).
+#: Bootstrap resamples per interval, the seed that makes them reproducible, the interval's level.
+DEFAULT_BOOTSTRAP_RESAMPLES = 2000
+DEFAULT_BOOTSTRAP_SEED = 0
+DEFAULT_CONFIDENCE_LEVEL = 0.95
+#: An interval needs at least this share of resamples that contain a pair of the metric.
+MIN_VALID_RESAMPLE_SHARE = 0.5
+#: "Driven by a few pairs": the top CONCENTRATION_TOP_FRACTION of a metric's pairs by |RelInf|
+#: carry more than CONCENTRATION_SHARE of its Σ|RelInf|, checked from CONCENTRATION_MIN_PAIRS.
+CONCENTRATION_TOP_FRACTION = 0.1
+CONCENTRATION_SHARE = 0.5
+CONCENTRATION_MIN_PAIRS = 5
+VERDICT_POSITIVE = "positive and significant"
+VERDICT_NEGATIVE = "negative"
+VERDICT_UNCLEAR = "not distinguishable from 0"
+VERDICT_NO_INTERVAL = "too few examples for an interval"
+
+# More output files of a study, written by the report.
+NORMS_CSV = "norms.csv"
+VERDICTS_JSON = "verdicts.json"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+RELINF_HEATMAP_FIGURE = "relinf-heatmap-{probes}-on-{evals}.png"
+RELINF_DISTRIBUTION_FIGURE = "relinf-distribution-{evals}.png"
+GRADIENT_NORMS_FIGURE = "gradient-norms.png"
+
+# The validation study (swiftstudy.validate): retrain with each strategy's data, grade answers.
+#: Output files of ``swiftstudy validate`` (other tools read these names: keep them).
+ACCURACY_CSV = "accuracy.csv"
+PREDICTIONS_JSONL = "predictions.jsonl"
+TABLE_MD = "table.md"
+AGREEMENT_JSON = "agreement.json"
+ACCURACY_FIGURE = "accuracy.png"
+SWIFT_VS_GAIN_FIGURE = "swift-vs-gain.png"
+#: Sub-folders of ``--out``: one training run folder per run, and the cached answers.
+VALIDATE_RUNS_DIR = "runs"
+VALIDATE_ANSWERS_DIR = "answers"
+#: Beside a run's checkpoints: the key of the config that trained it (unchanged key: no retrain).
+VALIDATE_RUN_RECORD = "validate_run.json"
+EVALUATOR_EXACT = "exact"
+EVALUATOR_NUMERIC = "numeric"
+EVALUATOR_REGEX = "regex"
+EVALUATOR_CONTAINS = "contains"
+EVALUATOR_CHOICE = "choice"
+EVALUATOR_JUDGE = "judge"
+#: Built-in evaluators; any other name of the form ``module:function`` is a Python callable.
+EVALUATORS = (
+    EVALUATOR_EXACT,
+    EVALUATOR_NUMERIC,
+    EVALUATOR_REGEX,
+    EVALUATOR_CONTAINS,
+    EVALUATOR_CHOICE,
+    EVALUATOR_JUDGE,
+)
+DEFAULT_NUMERIC_TOLERANCE = 1e-6
+DEFAULT_EVAL_MAX_NEW_TOKENS = 256
+DEFAULT_EVAL_BATCH_SIZE = 8
+DEFAULT_VALIDATE_DEVICE = "auto"
+#: The judge answers one digit; a little room for servers that add a space or a newline first.
+DEFAULT_JUDGE_MAX_NEW_TOKENS = 8
+#: ``--quick``: each run trains this many steps, on the first QUICK_EVAL_LIMIT queries, answers
+#: cut at QUICK_MAX_NEW_TOKENS tokens (the spec's ``quick:`` section changes them).
+QUICK_MAX_STEPS = 20
+QUICK_EVAL_LIMIT = 40
+QUICK_MAX_NEW_TOKENS = 48
+#: Per-task columns in table.md when the eval set has between 2 and this many tasks.
+MAX_TABLE_TASKS = 10
+SIGNIFICANCE_LEVEL = 0.05

@@ -40,5 +40,5 @@ def run(args: argparse.Namespace, command: str) -> int:
     for row in result.scores:
         value = "n/a" if row.value is None else f"{row.value:+.4f}"
         print(f"step {row.step:>6}  {value:>9}  ({row.n_pairs} pairs)  {row.metric}")
-    print(f"results in {result.out_dir}")
+    print(f"results in {result.out_dir}; report in {result.out_dir / 'report.html'}")
     return 0

@@ -1,4 +1,4 @@
-"""The paper's figures: mean RelInf of each metric against the training step.
+"""The paper's figures: mean RelInf of each metric against the training step, with CI bands.
 
 Figures are built on ``matplotlib.figure.Figure`` with an Agg canvas attached, so this module never
 imports ``pyplot``, never touches the global backend and needs no display.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from swiftstudy.constants import (
     CONTEXT_CROSS_TASK,
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 _FIGSIZE = (8.0, 5.0)
 # Colour-blind-friendly qualitative palette (Okabe-Ito), one colour per probe set.
-_PALETTE = (
+PALETTE = (
     "#0072B2",
     "#D55E00",
     "#009E73",
@@ -46,6 +47,8 @@ _MARKERS = {CONTEXT_IN_TASK: "o", CONTEXT_CROSS_TASK: "s"}
 # Label every checkpoint on the x axis when there are this few; let matplotlib choose otherwise.
 _MAX_EXPLICIT_TICKS = 12
 _FILE_MODE = 0o644
+_BAND_ALPHA = 0.15
+_BAND_LABEL = "bootstrap CI"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class ScorePoint:
         step: The checkpoint's training step (x).
         value: The mean RelInf (y).
         n_pairs: How many (probe, eval) pairs the mean is over.
+        ci_low: Lower bound of its confidence interval (None: none, no band there).
+        ci_high: Upper bound of its confidence interval.
     """
 
     metric: str
@@ -69,13 +74,16 @@ class ScorePoint:
     step: int
     value: float
     n_pairs: int
+    ci_low: float | None = None
+    ci_high: float | None = None
 
 
 def plot_metrics_by_step(scores: Sequence[ScorePoint], *, title: str | None = None) -> Figure:
     """Plot mean RelInf against training step, one line per metric.
 
     In-task metrics are solid lines and cross-task metrics dashed; metrics that share a probe set
-    share a colour. Every checkpoint gets a marker, so a single checkpoint still shows.
+    share a colour. Every checkpoint gets a marker, so a single checkpoint still shows. Points with
+    an interval get a shaded band in the line's colour (an error bar for a lone checkpoint).
 
     Args:
         scores: The points to plot; each metric's points are sorted by step.
@@ -91,6 +99,7 @@ def plot_metrics_by_step(scores: Sequence[ScorePoint], *, title: str | None = No
         raise ValueError("no scores to plot")
     by_metric = _group(scores, key=lambda point: point.metric)
     colours = _colours_by_probes(scores)
+    has_band = False
 
     fig = Figure(figsize=_FIGSIZE, layout="constrained")
     FigureCanvasAgg(fig)
@@ -102,11 +111,13 @@ def plot_metrics_by_step(scores: Sequence[ScorePoint], *, title: str | None = No
         if not all(math.isfinite(point.value) for point in points):
             logger.warning("metric %r has non-finite values; they leave gaps", metric)
         context = points[0].context
+        colour = colours[points[0].probes]
+        has_band = _plot_interval(ax, points, colour) or has_band
         ax.plot(
             [point.step for point in points],
             [point.value for point in points],
             label=metric,
-            color=colours[points[0].probes],
+            color=colour,
             linestyle=_LINESTYLES.get(context, ":"),
             marker=_MARKERS.get(context, "^"),
             markersize=6,
@@ -123,23 +134,71 @@ def plot_metrics_by_step(scores: Sequence[ScorePoint], *, title: str | None = No
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small", framealpha=0.9)
+    handles, labels = ax.get_legend_handles_labels()
+    if has_band:
+        handles.append(Patch(facecolor="0.5", alpha=_BAND_ALPHA, label=_BAND_LABEL))
+        labels.append(_BAND_LABEL)
+    # Below the axes: bands and lines would hide behind a legend placed inside.
+    ax.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.13),
+        ncols=2,
+        fontsize="small",
+        frameon=False,
+    )
     return fig
 
 
-def save_figures(scores: Sequence[ScorePoint], out_dir: Path) -> list[Path]:
-    """Write one metrics-by-step PNG per eval set into ``out_dir``.
+def _plot_interval(ax, points: Sequence[ScorePoint], colour: str) -> bool:
+    """Shade the interval of a metric's points; returns whether anything was drawn."""
+    with_ci = [p for p in points if p.ci_low is not None and p.ci_high is not None]
+    if not with_ci:
+        return False
+    if len(points) == 1:
+        (point,) = with_ci
+        ax.errorbar(
+            [point.step],
+            [point.value],
+            yerr=[[point.value - point.ci_low], [point.ci_high - point.value]],
+            fmt="none",
+            ecolor=colour,
+            alpha=0.6,
+            capsize=4,
+            zorder=2,
+        )
+        return True
+    nan = float("nan")
+    ax.fill_between(
+        [p.step for p in points],
+        [nan if p.ci_low is None else p.ci_low for p in points],
+        [nan if p.ci_high is None else p.ci_high for p in points],
+        color=colour,
+        alpha=_BAND_ALPHA,
+        linewidth=0,
+        zorder=2,
+    )
+    return True
+
+
+def save_figures(
+    scores: Sequence[ScorePoint], out_dir: Path, *, formats: Sequence[str] = ("png",)
+) -> list[Path]:
+    """Write one metrics-by-step figure per eval set into ``out_dir``.
 
     Metrics that share an eval set go on the same axes. Files are named
-    ``metrics-by-step-<evals>.png`` with the set name slugified, and are written atomically (a
-    temporary file in ``out_dir`` renamed into place).
+    ``metrics-by-step-<evals>.<format>`` with the set name slugified, and are written atomically
+    (a temporary file in ``out_dir`` renamed into place).
 
     Args:
         scores: The points to plot.
         out_dir: The folder to write into; created if missing.
+        formats: File formats matplotlib knows (``png``, ``svg``, ``pdf``), each written.
 
     Returns:
-        The written paths, one per eval set in order of first appearance; empty for no scores.
+        The written paths, per eval set in order of first appearance, then per format; empty for
+        no scores.
     """
     out_dir = Path(out_dir)
     if not scores:
@@ -149,12 +208,21 @@ def save_figures(scores: Sequence[ScorePoint], out_dir: Path) -> list[Path]:
     written: list[Path] = []
     used_slugs: set[str] = set()
     for evals, points in _group(scores, key=lambda point: point.evals).items():
-        slug = _unique(_slugify(evals), used_slugs)
+        slug = _unique(slugify(evals), used_slugs)
         target = out_dir / METRICS_BY_STEP_FIGURE.format(evals=slug)
         fig = plot_metrics_by_step(points, title=f"Evaluated on {evals}")
-        _save_atomically(fig, target)
-        logger.info("wrote %s", target)
-        written.append(target)
+        written.extend(save_figure(fig, target, formats))
+    return written
+
+
+def save_figure(fig: Figure, target: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write ``fig`` to ``target`` with each format's suffix, atomically; returns the paths."""
+    written = []
+    for fmt in formats:
+        path = target.with_suffix(f".{fmt}")
+        _save_atomically(fig, path)
+        logger.debug("wrote %s", path)
+        written.append(path)
     return written
 
 
@@ -171,7 +239,7 @@ def _colours_by_probes(scores: Sequence[ScorePoint]) -> dict[str, str]:
     colours: dict[str, str] = {}
     for point in scores:
         if point.probes not in colours:
-            colours[point.probes] = _PALETTE[len(colours) % len(_PALETTE)]
+            colours[point.probes] = PALETTE[len(colours) % len(PALETTE)]
     return colours
 
 
@@ -181,7 +249,8 @@ def _check_unique_steps(metric: str, points: Sequence[ScorePoint]) -> None:
             raise ValueError(f"metric {metric!r} has two values at step {after.step}")
 
 
-def _slugify(name: str) -> str:
+def slugify(name: str) -> str:
+    """A file-name-safe ASCII form of a set name (``other set/v2`` → ``other-set-v2``)."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     slug = re.sub(r"[^a-z0-9._]+", "-", ascii_name.lower()).strip("-.")
     return slug or "set"
@@ -196,13 +265,20 @@ def _unique(slug: str, used: set[str]) -> str:
 
 
 def _save_atomically(fig: Figure, target: Path) -> None:
-    # A reader (or a crash) never sees a half-written PNG: write beside the target, then rename.
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".png")
+    # A reader (or a crash) never sees a half-written file: write beside the target, then rename.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fmt = target.suffix.lstrip(".")
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=f".{fmt}")
     try:
         with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=FIGURE_DPI)
+            fig.savefig(handle, format=fmt, dpi=FIGURE_DPI, metadata=_metadata(fmt))
         os.chmod(temp_name, _FILE_MODE)  # mkstemp creates 0600; figures are for sharing
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _metadata(fmt: str) -> dict[str, str | None] | None:
+    # An SVG records its creation time by default: leave it out, re-rendering changes less.
+    return {"Date": None} if fmt == "svg" else None

@@ -11,7 +11,18 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-SCORES_COLUMNS = ("metric", "context", "probes", "evals", "step", "checkpoint", "value", "n_pairs")
+SCORES_COLUMNS = (
+    "metric",
+    "context",
+    "probes",
+    "evals",
+    "step",
+    "checkpoint",
+    "value",
+    "n_pairs",
+    "ci_low",
+    "ci_high",
+)
 RELINF_COLUMNS = (
     "step",
     "checkpoint",
@@ -25,11 +36,16 @@ RELINF_COLUMNS = (
     "eval_sqnorm",
     "relinf",
 )
+NORMS_COLUMNS = ("step", "checkpoint", "set", "id", "task", "n_completion_tokens", "sqnorm")
 
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """One line of ``scores.csv``: a metric at a checkpoint (``value`` None: no pairs)."""
+    """One line of ``scores.csv``: a metric at a checkpoint (``value`` None: no pairs).
+
+    ``ci_low`` and ``ci_high`` bound its 95% two-way bootstrap interval (None: no interval; see
+    ``swiftstudy.scores.statistics``).
+    """
 
     metric: str
     context: str
@@ -39,6 +55,8 @@ class ScoreRow:
     checkpoint: str
     value: float | None
     n_pairs: int
+    ci_low: float | None = None
+    ci_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,19 @@ class RelInfRow:
     dot: float
     eval_sqnorm: float
     relinf: float
+
+
+@dataclass(frozen=True)
+class NormRow:
+    """One line of ``norms.csv``: an example's squared gradient norm at a checkpoint."""
+
+    step: int
+    checkpoint: str
+    set: str
+    id: str
+    task: str
+    n_completion_tokens: int
+    sqnorm: float
 
 
 def render_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -76,6 +107,11 @@ def render_scores_csv(rows: Sequence[ScoreRow]) -> str:
 def render_relinf_csv(rows: Sequence[RelInfRow]) -> str:
     """The text of ``relinf.csv``."""
     return render_csv(RELINF_COLUMNS, ([getattr(r, c) for c in RELINF_COLUMNS] for r in rows))
+
+
+def render_norms_csv(rows: Sequence[NormRow]) -> str:
+    """The text of ``norms.csv``."""
+    return render_csv(NORMS_COLUMNS, ([getattr(r, c) for c in NORMS_COLUMNS] for r in rows))
 
 
 def render_tokens_jsonl(records: Iterable[dict]) -> str:

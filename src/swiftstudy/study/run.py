@@ -4,7 +4,7 @@ The order of work: validate everything that can be checked without a model (spec
 checkpoints, the output folder), then load the model once, tokenize once, and for each checkpoint
 do one forward/backward per batch of unique examples. Each checkpoint's Gram matrix is saved under
 ``<out>/.partial/`` as soon as it is computed, so a crashed run resumes where it stopped; the
-result files are written only at the end, each atomically.
+result files are written only at the end, each atomically, and the report is rendered from them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from swiftstudy.constants import CONFIG_YAML, FIGURES_DIR, RELINF_CSV, SCORES_CSV, TOKENS_JSONL
+from swiftstudy.constants import CONFIG_YAML, NORMS_CSV, RELINF_CSV, SCORES_CSV, TOKENS_JSONL
 from swiftstudy.data import TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
@@ -41,14 +41,20 @@ from swiftstudy.model import (
 )
 from swiftstudy.provenance import describe_provenance
 from swiftstudy.scores import (
+    MetricPairs,
+    PairMatrix,
+    StudyStatistics,
     aggregate_metric,
     compute_dot_products,
     compute_pair_mask,
     compute_relinf,
+    compute_study_statistics,
 )
 from swiftstudy.study.outputs import (
+    NormRow,
     RelInfRow,
     ScoreRow,
+    render_norms_csv,
     render_relinf_csv,
     render_scores_csv,
     render_tokens_jsonl,
@@ -93,8 +99,9 @@ def run_study(
 
     Args:
         spec: A loaded spec, or the path of a spec YAML file.
-        out_dir: Receives ``scores.csv``, ``relinf.csv``, ``tokens.jsonl``, ``config.yaml`` and
-            ``figures/``.
+        out_dir: Receives ``scores.csv``, ``relinf.csv``, ``norms.csv``, ``tokens.jsonl``,
+            ``config.yaml``, then the report: ``verdicts.json``, ``report.html``, ``report.md``
+            and ``figures/``.
         overrides: ``key=value`` overrides applied to a spec file (only with a path).
         overwrite: Replace results in ``out_dir`` that were made with a different config.
         progress: Show a progress bar over checkpoints × batches.
@@ -175,10 +182,15 @@ def run_study(
             dims.append(dim)
 
     scores, relinf = _tables(spec, checkpoints, grams, tokenized, rows_of)
+    norms = _norm_rows(checkpoints, grams, tokenized, rows_of)
     config = _resolved_config(spec, checkpoints, hashes, dims, command)
-    _write_outputs(out_dir, scores, relinf, tokenized, config)
+    _write_outputs(out_dir, scores, relinf, norms, tokenized, config)
     shutil.rmtree(partial, ignore_errors=True)
     logger.info("wrote %s", out_dir)
+    # Imported here: the report draws with matplotlib, which the computation does not need.
+    from swiftstudy.report import render_report
+
+    render_report(out_dir)
     return StudyResult(out_dir, tuple(scores), tuple(relinf), tuple(checkpoints))
 
 
@@ -285,9 +297,10 @@ def _tables(
     tokenized: dict[str, list[TokenizedExample]],
     rows_of: dict[str, list[int]],
 ) -> tuple[list[ScoreRow], list[RelInfRow]]:
-    """Metric means and the RelInf of every pair the metrics use, checkpoint by checkpoint."""
-    scores: list[ScoreRow] = []
+    """Metric means with their intervals, and the RelInf of every pair the metrics use."""
+    values: list[tuple[MetricSpec, Checkpoint, float, int]] = []
     relinf_rows: list[RelInfRow] = []
+    matrices: dict[str, list[PairMatrix]] = {m.name: [] for m in spec.metrics}
     for ckpt, gram in zip(checkpoints, grams, strict=True):
         for metric in spec.metrics:
             probes = [t.example for t in tokenized[metric.probes]]
@@ -300,14 +313,29 @@ def _tables(
             )
             value = aggregate_metric(relinf, valid, pairs)
             _warn_excluded(metric, ckpt, value.n_excluded_evals)
-            scores.append(_score_row(metric, ckpt, value.value, value.n_pairs))
+            values.append((metric, ckpt, value.value, value.n_pairs))
+            matrices[metric.name].append(
+                PairMatrix(ckpt.step, relinf.numpy(), (pairs & valid.unsqueeze(0)).numpy())
+            )
             relinf_rows.extend(
                 _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs)
             )
-    return scores, _dedupe(relinf_rows)
+    statistics = compute_study_statistics(
+        [
+            MetricPairs(m.name, m.probes, m.evals, m.context, tuple(matrices[m.name]))
+            for m in spec.metrics
+        ]
+    )
+    return [_score_row(*v, statistics) for v in values], _dedupe(relinf_rows)
 
 
-def _score_row(metric: MetricSpec, ckpt: Checkpoint, value: float, n_pairs: int) -> ScoreRow:
+def _score_row(
+    metric: MetricSpec, ckpt: Checkpoint, value: float, n_pairs: int, stats: StudyStatistics
+) -> ScoreRow:
+    # The report recomputes these intervals from relinf.csv and tokens.jsonl with the same
+    # function and seed, and gets the same numbers.
+    (metric_stats,) = (m for m in stats.metrics if m.name == metric.name)
+    (estimate,) = (s.estimate for s in metric_stats.steps if s.step == ckpt.step)
     return ScoreRow(
         metric=metric.name,
         context=metric.context,
@@ -317,7 +345,32 @@ def _score_row(metric: MetricSpec, ckpt: Checkpoint, value: float, n_pairs: int)
         checkpoint=str(ckpt.path),
         value=None if math.isnan(value) else value,
         n_pairs=n_pairs,
+        ci_low=estimate.ci_low,
+        ci_high=estimate.ci_high,
     )
+
+
+def _norm_rows(
+    checkpoints: Sequence[Checkpoint],
+    grams: Sequence[torch.Tensor],
+    tokenized: dict[str, list[TokenizedExample]],
+    rows_of: dict[str, list[int]],
+) -> list[NormRow]:
+    """Every scored example's squared gradient norm (the Gram diagonal), for the diagnostics."""
+    return [
+        NormRow(
+            step=ckpt.step,
+            checkpoint=str(ckpt.path),
+            set=name,
+            id=t.example.id,
+            task=t.example.task,
+            n_completion_tokens=t.n_completion_tokens,
+            sqnorm=float(gram[row, row]),
+        )
+        for ckpt, gram in zip(checkpoints, grams, strict=True)
+        for name, toks in tokenized.items()
+        for t, row in zip(toks, rows_of[name], strict=True)
+    ]
 
 
 def _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs) -> list[RelInfRow]:
@@ -391,19 +444,11 @@ def _token_records(tokenized: dict[str, list[TokenizedExample]]) -> list[dict]:
     ]
 
 
-def _write_outputs(out_dir, scores, relinf, tokenized, config) -> None:
-    from swiftstudy.report.figures import ScorePoint, save_figures
-
+def _write_outputs(out_dir, scores, relinf, norms, tokenized, config) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / TOKENS_JSONL, render_tokens_jsonl(_token_records(tokenized)))
     write_text_atomic(out_dir / RELINF_CSV, render_relinf_csv(relinf))
+    write_text_atomic(out_dir / NORMS_CSV, render_norms_csv(norms))
     write_text_atomic(out_dir / SCORES_CSV, render_scores_csv(scores))
-    points = [
-        ScorePoint(r.metric, r.probes, r.evals, r.context, r.step, r.value, r.n_pairs)
-        for r in scores
-        if r.value is not None
-    ]
-    if points:
-        save_figures(points, out_dir / FIGURES_DIR)
-    # config.yaml last: its presence marks a complete result.
+    # config.yaml last: its presence marks a complete result (the report is derived from it).
     write_text_atomic(out_dir / CONFIG_YAML, dump_yaml(config))

@@ -1,0 +1,231 @@
+"""A generator backed by any OpenAI-compatible chat-completions endpoint, via the ``openai`` client.
+
+vLLM, llama.cpp's server, Ollama and hosted APIs all speak this protocol. Requests run on a thread
+pool (``concurrency`` at a time); a 429, a 5xx, a timeout or a dropped connection is retried with
+exponential backoff (the server's ``Retry-After`` wins when it sends one); any other error ends the
+run, and the answers that arrived before it stay cached. The API key is read from an environment
+variable when the generator is built and is never logged, cached or returned by ``settings``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from swiftstudy.constants import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_BACKOFF_S,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    MAX_BACKOFF_S,
+)
+from swiftstudy.errors import InputError
+from swiftstudy.generate.base import GenerationError, Generator, Prompt, messages_to_json
+
+logger = logging.getLogger(__name__)
+
+#: Sent when the key variable is unset: local servers ignore the key, hosted ones answer 401.
+_NO_KEY = "no-key"
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    """How to reach the endpoint and decode.
+
+    Attributes:
+        model: The model name; ``None`` asks the server and uses its only model.
+        base_url: The API root, e.g. ``http://127.0.0.1:8000/v1``; ``None`` uses
+            ``$OPENAI_BASE_URL`` or the OpenAI API.
+        api_key_env: The environment variable that holds the API key (never the key itself).
+        temperature: Sampling temperature; 0 (the default) is greedy.
+        max_new_tokens: The most tokens per answer (``max_tokens`` in the request).
+        seed: Sent as ``seed`` when set, for servers that sample reproducibly.
+        concurrency: Requests in flight at once.
+        max_retries: Retries of one request after a 429, 5xx, timeout or connection error.
+        timeout_s: Seconds before one request times out (and is retried).
+        backoff_s: The first retry's wait; it doubles each retry, up to ``max_backoff_s``.
+        max_backoff_s: The longest wait between retries.
+    """
+
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    temperature: float = 0.0
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    seed: int | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    backoff_s: float = DEFAULT_BACKOFF_S
+    max_backoff_s: float = MAX_BACKOFF_S
+
+
+class OpenAIChatGenerator(Generator):
+    """Answers prompts with an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        settings: The endpoint, model, decoding and retry settings.
+
+    Attributes:
+        requests: Chat-completion requests sent so far, retries included.
+    """
+
+    def __init__(self, settings: OpenAISettings) -> None:
+        import openai
+
+        if settings.concurrency < 1 or settings.max_retries < 0 or settings.max_new_tokens < 1:
+            raise ValueError("concurrency and max_new_tokens must be ≥ 1, max_retries ≥ 0")
+        self.config = settings
+        # Retries are ours (logged, with our backoff), so the client's own are off.
+        self._client = openai.OpenAI(
+            api_key=os.environ.get(settings.api_key_env) or _NO_KEY,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,
+            max_retries=0,
+        )
+        self._model = settings.model
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url).rstrip("/")
+
+    @property
+    def model(self) -> str:
+        """The model name; asks the server for its only model the first time if none was set."""
+        if self._model is None:
+            self._model = self._only_served_model()
+        return self._model
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "generator": "openai",
+            "base_url": self.base_url,
+            "model": self.model,
+            "temperature": self.config.temperature,
+            "max_new_tokens": self.config.max_new_tokens,
+            "seed": self.config.seed,
+        }
+
+    def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
+        if not prompts:
+            return
+        model = self.model
+        pending: dict[Future[str], int] = {}
+        executor = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="openai")
+        try:
+            queue = iter(enumerate(prompts))
+            # Submit lazily, ``concurrency`` at a time, so a failure stops the run early.
+            for index, prompt in queue:
+                pending[executor.submit(self._complete, model, prompt)] = index
+                if len(pending) >= self.config.concurrency:
+                    break
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    yield index, future.result()
+                    following = next(queue, None)
+                    if following is not None:
+                        submitted = executor.submit(self._complete, model, following[1])
+                        pending[submitted] = following[0]
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def _complete(self, model: str, prompt: Prompt) -> str:
+        """One chat completion, retried on 429, 5xx, timeouts and connection errors."""
+        import openai
+
+        extra = {} if self.config.seed is None else {"seed": self.config.seed}
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                with self._lock:
+                    self.requests += 1
+                response = self._client.chat.completions.create(
+                    model=model,
+                    messages=messages_to_json(prompt),
+                    temperature=self.config.temperature,
+                    max_tokens=self.config.max_new_tokens,
+                    **extra,
+                )
+            except (
+                openai.RateLimitError,
+                openai.InternalServerError,
+                openai.APIConnectionError,
+            ) as e:
+                if attempt == self.config.max_retries:
+                    raise GenerationError(
+                        f"{self.base_url}: {_describe(e)}; gave up after "
+                        f"{self.config.max_retries} retries"
+                    ) from e
+                delay = self._backoff(attempt, e)
+                logger.warning("%s: %s; retrying in %.1f s", self.base_url, _describe(e), delay)
+                time.sleep(delay)
+                continue
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+                raise InputError(
+                    f"{self.base_url} refused the API key ({_describe(e)}): set it in "
+                    f"${self.config.api_key_env}",
+                    key="api_key_env",
+                ) from e
+            except openai.NotFoundError as e:
+                raise InputError(
+                    f"{self.base_url}/chat/completions: not found for model {model!r} "
+                    f"({_describe(e)})",
+                    key="model",
+                ) from e
+            except openai.APIStatusError as e:
+                raise GenerationError(f"{self.base_url}: {_describe(e)}") from e
+            if not response.choices:
+                return ""
+            return response.choices[0].message.content or ""
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _backoff(self, attempt: int, error: Exception) -> float:
+        """Seconds to wait before retry ``attempt + 1``: Retry-After, else jittered doubling."""
+        response = getattr(error, "response", None)
+        header = None if response is None else response.headers.get("retry-after")
+        if header is not None:
+            try:
+                return min(max(float(header), 0.0), self.config.max_backoff_s)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own schedule
+        delay = min(self.config.backoff_s * 2**attempt, self.config.max_backoff_s)
+        return delay * random.uniform(0.5, 1.0)
+
+    def _only_served_model(self) -> str:
+        """The one model the server lists under ``/models``; asks the user to choose otherwise."""
+        import openai
+
+        try:
+            names = [model.id for model in self._client.models.list()]
+        except openai.OpenAIError as e:
+            raise GenerationError(f"{self.base_url}/models: {_describe(e)}") from e
+        if len(names) != 1:
+            listed = ", ".join(names[:20]) or "none"
+            raise InputError(
+                f"{self.base_url} serves {len(names)} models ({listed}): choose one", key="model"
+            )
+        logger.info("using %s, the model %s serves", names[0], self.base_url)
+        return names[0]
+
+
+def _describe(error: Exception) -> str:
+    """A one-line description of an ``openai`` error: the status and the server's message."""
+    status = getattr(error, "status_code", None)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[0] if lines else type(error).__name__
+    return (
+        f"HTTP {status}: {message}" if status is not None else f"{type(error).__name__}: {message}"
+    )

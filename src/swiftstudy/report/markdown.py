@@ -1,0 +1,78 @@
+"""The report as Markdown (GitHub flavour): the same document, figures linked from ``figures/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from swiftstudy.report.document import (
+    Bullets,
+    Cell,
+    CodeBlock,
+    Definitions,
+    Document,
+    FigureBlock,
+    Notice,
+    Paragraph,
+    Section,
+    Table,
+)
+
+
+def render_markdown(document: Document) -> str:
+    """The Markdown text of ``document``; figure paths stay relative to the result folder."""
+    parts = [f"# {document.title}", f"*{_escape_cell(document.subtitle)}*"]
+    parts.append(" · ".join(f"[{s.title}](#{s.id})" for s in document.sections))
+    parts += [_section(s) for s in document.sections]
+    return "\n\n".join(parts) + "\n"
+
+
+def _section(section: Section) -> str:
+    return "\n\n".join(
+        [f'<a id="{section.id}"></a>\n\n## {section.title}'] + [_block(b) for b in section.blocks]
+    )
+
+
+def _block(block) -> str:
+    if isinstance(block, Paragraph):
+        return block.text
+    if isinstance(block, Bullets):
+        return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, Notice):
+        label = "Warning" if block.tone == "warning" else "Note"
+        return "\n".join([f"> **{label}:** {block.text}", *(f"> - {i}" for i in block.items)])
+    if isinstance(block, Table):
+        return _table(block)
+    if isinstance(block, FigureBlock):
+        also = ", ".join(f"[{p.suffix.lstrip('.').upper()}]({_path(p)})" for p in block.others)
+        caption = block.caption + (f" ({also})" if also else "")
+        return f"![{block.alt}]({_path(block.png)})\n\n*{caption}*"
+    if isinstance(block, CodeBlock):
+        fence = "````" if "```" in block.text else "```"
+        return f"{fence}{block.language}\n{block.text}\n{fence}"
+    if isinstance(block, Definitions):
+        return "\n".join(f"- **{term}:** {text}" for term, text in block.items)
+    raise TypeError(f"unknown block {type(block).__name__}")
+
+
+def _table(table: Table) -> str:
+    header = "| " + " | ".join(_escape_cell(c) for c in table.columns) + " |"
+    rule = (
+        "|"
+        + "|".join("---:" if i in table.numeric else "---" for i in range(len(table.columns)))
+        + "|"
+    )
+    rows = ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
+    return "\n".join([header, rule, *rows])
+
+
+def _cell(cell: Cell) -> str:
+    text = _escape_cell(cell.text)
+    return f"**{text}**" if cell.tone in ("positive", "negative", "warning") else text
+
+
+def _escape_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _path(path: Path) -> str:
+    return path.as_posix().replace(" ", "%20")

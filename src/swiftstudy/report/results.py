@@ -1,0 +1,247 @@
+"""Read a study's result folder back: the saved tables a report is rendered from.
+
+Nothing here recomputes a gradient. ``relinf.csv`` holds every pair a metric uses and
+``tokens.jsonl`` every scored example in set order, so each metric's ``(P, E)`` RelInf matrix and
+pair mask are rebuilt exactly as the study had them, and its bootstrap intervals come out the same.
+``norms.csv`` is optional: result folders written before it existed have none.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swiftstudy.constants import (
+    CONFIG_YAML,
+    NORMS_CSV,
+    RELINF_CSV,
+    SCORES_CSV,
+    TOKENS_JSONL,
+)
+from swiftstudy.errors import InputError
+from swiftstudy.scores import MetricPairs, PairMatrix, compute_pair_mask
+from swiftstudy.yamlio import load_yaml
+
+
+@dataclass(frozen=True)
+class MetricDefinition:
+    """A metric as the study defined it."""
+
+    name: str
+    probes: str
+    evals: str
+    context: str
+
+
+@dataclass(frozen=True)
+class ExampleInfo:
+    """A scored example: its set, id, task and completion length."""
+
+    set: str
+    id: str
+    task: str
+    n_completion_tokens: int
+
+
+@dataclass(frozen=True)
+class NormRecord:
+    """An example's squared gradient norm at a checkpoint (a line of ``norms.csv``)."""
+
+    step: int
+    set: str
+    id: str
+    task: str
+    n_completion_tokens: int
+    sqnorm: float
+
+
+@dataclass(frozen=True)
+class StudyTables:
+    """The saved tables of one study.
+
+    Attributes:
+        out_dir: The result folder.
+        config: ``config.yaml``: the resolved spec, provenance and checkpoints.
+        metrics: The metrics in spec order.
+        steps: The checkpoints' steps, ascending.
+        examples: Each scored set's examples, in set order.
+        relinf: ``(step, probe set, eval set)`` → ``{(probe id, eval id): RelInf}``.
+        n_pairs: ``(metric, step)`` → pairs, as ``scores.csv`` has it.
+        norms: ``norms.csv``, or None when the folder has none.
+    """
+
+    out_dir: Path
+    config: dict[str, Any]
+    metrics: tuple[MetricDefinition, ...]
+    steps: tuple[int, ...]
+    examples: dict[str, tuple[ExampleInfo, ...]]
+    relinf: dict[tuple[int, str, str], dict[tuple[str, str], float]]
+    n_pairs: dict[tuple[str, int], int]
+    norms: tuple[NormRecord, ...] | None
+
+
+def load_study_tables(out_dir: str | Path) -> StudyTables:
+    """Read a result folder written by ``run_study``.
+
+    Raises:
+        InputError: The folder is not a complete study result, or a table is malformed.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise InputError("no such result folder", path=out_dir)
+    for name in (CONFIG_YAML, SCORES_CSV, RELINF_CSV, TOKENS_JSONL):
+        if not (out_dir / name).is_file():
+            raise InputError(
+                f"missing {name}: not a complete study result (run `swiftstudy study` first)",
+                path=out_dir,
+            )
+    config, _ = load_yaml(out_dir / CONFIG_YAML)
+    if not isinstance(config, dict) or not isinstance(config.get("spec"), dict):
+        raise InputError("expected the resolved study config", path=out_dir / CONFIG_YAML)
+    metrics = _metrics(config, out_dir / CONFIG_YAML)
+    n_pairs: dict[tuple[str, int], int] = {}
+    for line, row in _read_csv(out_dir / SCORES_CSV, ("metric", "step", "n_pairs")):
+        n_pairs[row["metric"], _int(row, "step", out_dir / SCORES_CSV, line)] = _int(
+            row, "n_pairs", out_dir / SCORES_CSV, line
+        )
+    steps = tuple(sorted({step for _, step in n_pairs}))
+    norms_path = out_dir / NORMS_CSV
+    return StudyTables(
+        out_dir=out_dir,
+        config=config,
+        metrics=metrics,
+        steps=steps,
+        examples=_examples(out_dir / TOKENS_JSONL),
+        relinf=_relinf(out_dir / RELINF_CSV),
+        n_pairs=n_pairs,
+        norms=_norms(norms_path) if norms_path.is_file() else None,
+    )
+
+
+def build_metric_pairs(tables: StudyTables) -> list[MetricPairs]:
+    """Each metric's RelInf matrix and pair mask at every step, as the study computed them.
+
+    A pair is used when the metric's context selects it and ``relinf.csv`` has it (the study
+    leaves out the pairs of evaluation examples whose gradient is zero).
+    """
+    result = []
+    for metric in tables.metrics:
+        for name in (metric.probes, metric.evals):
+            if name not in tables.examples:
+                raise InputError(f"no examples of set {name!r}", path=tables.out_dir / TOKENS_JSONL)
+        probes, evals = tables.examples[metric.probes], tables.examples[metric.evals]
+        mask = compute_pair_mask(
+            [e.task for e in probes], [e.task for e in evals], metric.context
+        ).numpy()
+        row = {e.id: i for i, e in enumerate(probes)}
+        col = {e.id: j for j, e in enumerate(evals)}
+        matrices = []
+        for step in tables.steps:
+            relinf = np.zeros((len(probes), len(evals)))
+            present = np.zeros_like(mask)
+            pairs = tables.relinf.get((step, metric.probes, metric.evals), {})
+            for (probe_id, eval_id), value in pairs.items():
+                if probe_id not in row or eval_id not in col:
+                    raise InputError(
+                        f"step {step}: pair ({probe_id!r}, {eval_id!r}) of no scored example",
+                        path=tables.out_dir / RELINF_CSV,
+                    )
+                i, j = row[probe_id], col[eval_id]
+                relinf[i, j] = value
+                present[i, j] = True
+            matrices.append(PairMatrix(step, relinf, mask & present))
+        result.append(
+            MetricPairs(metric.name, metric.probes, metric.evals, metric.context, tuple(matrices))
+        )
+    return result
+
+
+def _metrics(config: dict[str, Any], path: Path) -> tuple[MetricDefinition, ...]:
+    try:
+        return tuple(
+            MetricDefinition(str(m["name"]), str(m["probes"]), str(m["evals"]), str(m["context"]))
+            for m in config["spec"]["metrics"]
+        )
+    except (KeyError, TypeError) as err:
+        raise InputError(f"malformed metrics ({err})", path=path, key="spec.metrics") from err
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or ())]
+        if missing:
+            raise InputError(f"missing column(s) {', '.join(missing)}", path=path, line=1)
+        yield from enumerate(reader, start=2)
+
+
+def _int(row: dict[str, str], key: str, path: Path, line: int) -> int:
+    try:
+        return int(row[key])
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"expected an integer, got {row[key]!r}", path=path, line=line, key=key
+        ) from err
+
+
+def _float(row: dict[str, str], key: str, path: Path, line: int) -> float:
+    try:
+        value = float(row[key])
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"expected a number, got {row[key]!r}", path=path, line=line, key=key
+        ) from err
+    if not math.isfinite(value):
+        raise InputError(f"not a finite number: {row[key]!r}", path=path, line=line, key=key)
+    return value
+
+
+def _examples(path: Path) -> dict[str, tuple[ExampleInfo, ...]]:
+    examples: dict[str, list[ExampleInfo]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            try:
+                record = json.loads(text)
+                info = ExampleInfo(
+                    set=str(record["set"]),
+                    id=str(record["id"]),
+                    task=str(record["task"]),
+                    n_completion_tokens=int(sum(record["completion_mask"])),
+                )
+            except (ValueError, KeyError, TypeError) as err:
+                raise InputError(f"malformed record ({err})", path=path, line=line) from err
+            examples.setdefault(info.set, []).append(info)
+    return {name: tuple(infos) for name, infos in examples.items()}
+
+
+def _relinf(path: Path) -> dict[tuple[int, str, str], dict[tuple[str, str], float]]:
+    required = ("step", "probe_set", "probe_id", "eval_set", "eval_id", "relinf")
+    pairs: dict[tuple[int, str, str], dict[tuple[str, str], float]] = {}
+    for line, row in _read_csv(path, required):
+        key = (_int(row, "step", path, line), row["probe_set"], row["eval_set"])
+        pairs.setdefault(key, {})[row["probe_id"], row["eval_id"]] = _float(
+            row, "relinf", path, line
+        )
+    return pairs
+
+
+def _norms(path: Path) -> tuple[NormRecord, ...]:
+    required = ("step", "set", "id", "task", "n_completion_tokens", "sqnorm")
+    return tuple(
+        NormRecord(
+            step=_int(row, "step", path, line),
+            set=row["set"],
+            id=row["id"],
+            task=row["task"],
+            n_completion_tokens=_int(row, "n_completion_tokens", path, line),
+            sqnorm=_float(row, "sqnorm", path, line),
+        )
+        for line, row in _read_csv(path, required)
+    )

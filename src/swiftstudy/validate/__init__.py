@@ -1,0 +1,51 @@
+"""The validation study: retrain with each strategy's data and check the swift study's prediction.
+
+``run_validation`` trains every run of a validate spec (with ``swiftstudy train``'s code, cached),
+answers the eval set greedily with each run's final checkpoint, grades the answers with an
+evaluator, and reports accuracy with intervals and paired tests against a baseline run, and the
+rank agreement between a swift study's scores and the measured gains.
+"""
+
+from swiftstudy.validate.agreement import Agreement, StrategyAgreement, SwiftScore
+from swiftstudy.validate.evaluator_spec import EvaluatorSpec, JudgeSpec
+from swiftstudy.validate.evaluators import (
+    EvalQuery,
+    Evaluator,
+    Grade,
+    build_evaluator,
+    load_eval_queries,
+)
+from swiftstudy.validate.results import AccuracyRow, PredictionRow
+from swiftstudy.validate.run import RunOutcome, ValidationResult, run_validation
+from swiftstudy.validate.spec import (
+    EvalSpec,
+    RunSpec,
+    SwiftSpec,
+    ValidateSpec,
+    load_validate_spec,
+    validate_spec_from_dict,
+)
+
+__all__ = [
+    "AccuracyRow",
+    "Agreement",
+    "EvalQuery",
+    "EvalSpec",
+    "Evaluator",
+    "EvaluatorSpec",
+    "Grade",
+    "JudgeSpec",
+    "PredictionRow",
+    "RunOutcome",
+    "RunSpec",
+    "StrategyAgreement",
+    "SwiftScore",
+    "SwiftSpec",
+    "ValidateSpec",
+    "ValidationResult",
+    "build_evaluator",
+    "load_eval_queries",
+    "load_validate_spec",
+    "run_validation",
+    "validate_spec_from_dict",
+]

@@ -1,0 +1,251 @@
+"""Did the swift study predict the retraining? Its scores next to the measured accuracy gains.
+
+A swift study's ``scores.csv`` gives each metric (a probe set → eval set RelInf mean, in-task or
+cross-task) at each checkpoint; a strategy's swift score is its metric's mean over checkpoints.
+Each retrained run (other than the baseline) is matched with one metric: the one ``swift.metrics``
+names for it, or else the metric whose probe set is named in the run's name (``base+cot`` → probe
+set ``cot``) in the run's context: in-task for a run that continues from another run or
+checkpoint (the paper's Table 1), cross-task for one trained from the pretrained model (Table 2).
+Runs that match no single metric are listed with the reason.
+
+The agreement is Spearman's rank correlation between swift scores and accuracy gains over the
+matched runs, and the number of runs whose gain has the sign of their score (a positive score
+predicts a gain; a gain of exactly 0 agrees with no sign).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swiftstudy.constants import CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
+from swiftstudy.errors import InputError
+from swiftstudy.validate.results import AccuracyRow
+from swiftstudy.validate.spec import RunSpec, ValidateSpec
+from swiftstudy.validate.stats import compute_spearman
+from swiftstudy.validation import spec_key_error
+
+logger = logging.getLogger(__name__)
+
+_REQUIRED_COLUMNS = ("metric", "context", "probes", "evals", "step", "value")
+_NAME_TOKEN = re.compile(r"[^0-9a-z_]+")
+
+
+@dataclass(frozen=True)
+class SwiftScore:
+    """A metric of the swift study, averaged over its checkpoints.
+
+    Attributes:
+        metric: The metric's name.
+        probes: Its probe set.
+        evals: Its eval set.
+        context: ``in-task`` or ``cross-task``.
+        value: The mean of its values over checkpoints (``None``: no checkpoint had a value).
+        n_steps: Checkpoints with a value.
+    """
+
+    metric: str
+    probes: str
+    evals: str
+    context: str
+    value: float | None
+    n_steps: int
+
+
+@dataclass(frozen=True)
+class StrategyMatch:
+    """A run and the metric that predicts it, or why there is none."""
+
+    run: str
+    metric: str | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StrategyAgreement:
+    """A matched run: its swift score next to its accuracy gain over the baseline."""
+
+    run: str
+    metric: str
+    probes: str
+    evals: str
+    context: str
+    swift_score: float
+    n_steps: int
+    accuracy: float
+    baseline_accuracy: float
+    gain: float
+    p_value: float | None
+    sign_agrees: bool
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The content of ``agreement.json``."""
+
+    scores: Path
+    baseline: str
+    strategies: tuple[StrategyAgreement, ...]
+    unmatched: tuple[StrategyMatch, ...]
+    spearman: float | None
+    sign_agreements: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scores": str(self.scores),
+            "baseline": self.baseline,
+            "n": len(self.strategies),
+            "spearman": self.spearman,
+            "sign_agreements": self.sign_agreements,
+            "strategies": [vars(s) for s in self.strategies],
+            "unmatched": [{"run": m.run, "reason": m.reason} for m in self.unmatched],
+        }
+
+
+def load_swift_scores(path: Path) -> dict[str, SwiftScore]:
+    """Read a study's ``scores.csv`` and average each metric over its checkpoints.
+
+    Raises:
+        InputError: The file is missing, lacks a column, or holds a value that is not a number.
+    """
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+            columns = rows[0].keys() if rows else []
+    except OSError as err:
+        raise InputError(f"cannot read scores: {err.strerror}", path=path, key="swift") from err
+    missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise InputError(
+            f"not a study's scores.csv: no {', '.join(missing)} column", path=path, key="swift"
+        )
+    values: dict[str, list[float]] = {}
+    first: dict[str, dict[str, str]] = {}
+    for line, row in enumerate(rows, start=2):
+        first.setdefault(row["metric"], row)
+        values.setdefault(row["metric"], [])
+        if row["value"]:
+            try:
+                values[row["metric"]].append(float(row["value"]))
+            except ValueError:
+                raise InputError(
+                    f"not a number: {row['value']!r}", path=path, line=line, key="value"
+                ) from None
+    return {
+        metric: SwiftScore(
+            metric=metric,
+            probes=row["probes"],
+            evals=row["evals"],
+            context=row["context"],
+            value=sum(values[metric]) / len(values[metric]) if values[metric] else None,
+            n_steps=len(values[metric]),
+        )
+        for metric, row in first.items()
+    }
+
+
+def match_strategies(spec: ValidateSpec, scores: dict[str, SwiftScore]) -> list[StrategyMatch]:
+    """Pair each run other than the baseline with the metric that predicts its gain.
+
+    Raises:
+        InputError: ``swift.metrics`` names a metric the scores do not hold.
+    """
+    assert spec.swift is not None
+    chosen = dict(spec.swift.metrics)
+    matches = []
+    for run in spec.runs:
+        if run.name == spec.baseline:
+            continue
+        if run.name in chosen:
+            metric = chosen[run.name]
+            if metric not in scores:
+                raise spec_key_error(
+                    spec.spec_path,
+                    f"unknown metric {metric!r} (metrics in {spec.swift.scores.name}: "
+                    f"{', '.join(scores)})",
+                    ("swift", "metrics", run.name),
+                )
+            matches.append(StrategyMatch(run.name, metric))
+        else:
+            matches.append(_match_by_name(run, scores))
+    return matches
+
+
+def _match_by_name(run: RunSpec, scores: dict[str, SwiftScore]) -> StrategyMatch:
+    tokens = set(_NAME_TOKEN.split(run.name.casefold()))
+    probes = sorted({s.probes for s in scores.values() if s.probes.casefold() in tokens})
+    if not probes:
+        return StrategyMatch(run.name, None, "its name names no probe set of the swift study")
+    if len(probes) > 1:
+        return StrategyMatch(
+            run.name,
+            None,
+            f"its name names several probe sets ({', '.join(probes)}): choose in swift.metrics",
+        )
+    continues = run.init_run is not None or (run.train is not None and run.train.init_from)
+    context = CONTEXT_IN_TASK if continues else CONTEXT_CROSS_TASK
+    candidates = [
+        s.metric
+        for s in scores.values()
+        if s.probes == probes[0] and s.context == context and s.value is not None
+    ]
+    if len(candidates) == 1:
+        return StrategyMatch(run.name, candidates[0])
+    if not candidates:
+        reason = f"no {context} metric with probe set {probes[0]!r} has a value"
+    else:
+        reason = f"several {context} metrics of {probes[0]!r} ({', '.join(candidates)})"
+        reason += ": choose in swift.metrics"
+    return StrategyMatch(run.name, None, reason)
+
+
+def compute_agreement(
+    matches: Sequence[StrategyMatch],
+    scores: dict[str, SwiftScore],
+    accuracy: Sequence[AccuracyRow],
+    baseline: str,
+    scores_path: Path,
+) -> Agreement:
+    """Swift scores against accuracy gains: the matched runs, Spearman's ρ, sign agreements."""
+    rows = {row.run: row for row in accuracy}
+    strategies, unmatched = [], []
+    for match in matches:
+        score = None if match.metric is None else scores[match.metric]
+        if score is None or score.value is None:
+            reason = match.reason or f"metric {match.metric!r} has no value"
+            unmatched.append(StrategyMatch(match.run, None, reason))
+            continue
+        row = rows[match.run]
+        strategies.append(
+            StrategyAgreement(
+                run=match.run,
+                metric=score.metric,
+                probes=score.probes,
+                evals=score.evals,
+                context=score.context,
+                swift_score=score.value,
+                n_steps=score.n_steps,
+                accuracy=row.accuracy,
+                baseline_accuracy=rows[baseline].accuracy,
+                gain=row.delta,
+                p_value=row.p_value,
+                sign_agrees=(score.value > 0 and row.delta > 0)
+                or (score.value < 0 and row.delta < 0),
+            )
+        )
+    for match in unmatched:
+        logger.warning("agreement: run %r left out: %s", match.run, match.reason)
+    spearman = compute_spearman([s.swift_score for s in strategies], [s.gain for s in strategies])
+    return Agreement(
+        scores=scores_path,
+        baseline=baseline,
+        strategies=tuple(strategies),
+        unmatched=tuple(unmatched),
+        spearman=spearman,
+        sign_agreements=sum(s.sign_agrees for s in strategies),
+    )

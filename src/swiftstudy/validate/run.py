@@ -1,0 +1,444 @@
+"""Run a validation study: train each run, answer the eval set with it, grade, compare, report.
+
+The order of work: validate everything that can be checked without a model (spec, eval set and
+its golden answers, every run's data, checkpoints, the swift study's scores), then train the runs
+in dependency order, then answer the eval set with each run's final checkpoint (the base model is
+loaded once), grade every answer, and write the result files, each atomically.
+
+Nothing is done twice. Each run trains in ``<out>/runs/<name>/`` with ``swiftstudy train``'s own
+code; ``validate_run.json`` there records the key of its config (the resolved train spec, the
+SHA-256 of its data and of the checkpoint it starts from), so a later call with the same key
+reuses the finished run, resumes an interrupted one, and retrains only a run whose key changed
+(and the runs that continue from it). Answers are cached in ``<out>/answers/`` under the
+checkpoint's SHA-256 and the exact prompt, judge verdicts in the generation cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from swiftstudy.constants import (
+    ACCURACY_CSV,
+    AGREEMENT_JSON,
+    CONFIG_YAML,
+    FIGURES_DIR,
+    PREDICTIONS_JSONL,
+    TABLE_MD,
+    TRAIN_CONFIG_YAML,
+    VALIDATE_ANSWERS_DIR,
+    VALIDATE_RUN_RECORD,
+    VALIDATE_RUNS_DIR,
+)
+from swiftstudy.data import load_examples
+from swiftstudy.errors import InputError
+from swiftstudy.fileio import write_text_atomic
+from swiftstudy.generate import CachedGenerator, GenerationCache
+from swiftstudy.model import Checkpoint, discover_checkpoints, hash_checkpoint
+from swiftstudy.provenance import describe_provenance
+from swiftstudy.train import run_training
+from swiftstudy.train.outputs import hash_data, is_finished
+from swiftstudy.validate.agreement import (
+    Agreement,
+    StrategyMatch,
+    SwiftScore,
+    compute_agreement,
+    load_swift_scores,
+    match_strategies,
+)
+from swiftstudy.validate.evaluators import EvalQuery, Grade, build_evaluator, load_eval_queries
+from swiftstudy.validate.generation import (
+    BaseModelStates,
+    CheckpointGenerator,
+    GenerationSettings,
+    resolve_device,
+)
+from swiftstudy.validate.outputs import (
+    render_accuracy_csv,
+    render_agreement_json,
+    render_predictions_jsonl,
+    render_table_md,
+)
+from swiftstudy.validate.results import (
+    AccuracyRow,
+    PredictionRow,
+    build_prediction_rows,
+    compute_accuracy_rows,
+    compute_task_accuracies,
+)
+from swiftstudy.validate.spec import (
+    RunSpec,
+    ValidateSpec,
+    apply_quick,
+    dependency_order,
+    load_validate_spec,
+)
+from swiftstudy.yamlio import dump_yaml
+
+logger = logging.getLogger(__name__)
+
+#: Bumped when a change makes older run folders unusable (their key no longer matches).
+_RUN_KEY_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A run's final checkpoint, and whether this call trained it.
+
+    Attributes:
+        name: The run's name.
+        checkpoint: The checkpoint its answers come from.
+        fingerprint: The SHA-256 of the checkpoint's weights and config.
+        trained: ``True`` when this call trained (or resumed) it, ``False`` when it was reused.
+        seconds: Wall time spent training it in this call.
+    """
+
+    name: str
+    checkpoint: Checkpoint
+    fingerprint: str
+    trained: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What a validation study computed (also written to ``out_dir``)."""
+
+    out_dir: Path
+    accuracy: tuple[AccuracyRow, ...]
+    predictions: tuple[PredictionRow, ...]
+    agreement: Agreement | None
+    runs: tuple[RunOutcome, ...]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything read and checked before any training."""
+
+    spec: ValidateSpec
+    queries: list[EvalQuery]
+    matches: list[StrategyMatch] | None
+    scores: dict[str, SwiftScore] | None
+
+
+def run_validation(
+    spec: ValidateSpec | str | Path,
+    out_dir: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    quick: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> ValidationResult:
+    """Retrain with each run's data, answer and grade the eval set, compare with the baseline.
+
+    Args:
+        spec: A loaded spec, or the path of a validate spec YAML file.
+        out_dir: Receives ``accuracy.csv``, ``predictions.jsonl``, ``table.md``,
+            ``agreement.json`` (with ``swift:``), ``figures/``, ``config.yaml``, and the run
+            folders ``runs/<name>/`` and answer cache ``answers/`` that later calls reuse.
+        overrides: ``key=value`` overrides applied to a spec file (only with a path).
+        quick: Use the spec's ``quick`` profile: short runs, the first queries, short answers.
+        progress: Show progress bars for training and generation.
+        command: The command line, recorded in ``config.yaml`` and each run's train config.
+
+    Returns:
+        The accuracy rows, every prediction, the agreement (or ``None``) and the runs.
+
+    Raises:
+        InputError: Bad input (spec, eval set, data, checkpoints, scores, evaluator); nothing is
+            trained or written in that case.
+    """
+    started = time.monotonic()
+    inputs = _read_inputs(spec, overrides, quick)
+    spec = inputs.spec
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("exists and is not a folder", path=out_dir, key="--out")
+    evaluator = build_evaluator(spec.eval.evaluator, base_dir=_base_dir(spec))
+    evaluator.check(inputs.queries)
+
+    outcomes: dict[str, RunOutcome] = {}
+    for run in dependency_order(spec):
+        outcomes[run.name] = _train_or_reuse(run, outcomes, out_dir, progress, command)
+    trained_at = time.monotonic()
+
+    answers = _answer(
+        spec, [outcomes[run.name] for run in spec.runs], inputs.queries, out_dir, progress
+    )
+    answered_at = time.monotonic()
+    grades = _grade(evaluator, inputs.queries, answers)
+    graded_at = time.monotonic()
+
+    accuracy = compute_accuracy_rows(grades, spec.baseline)
+    predictions = build_prediction_rows(inputs.queries, answers, grades)
+    agreement = None
+    if inputs.matches is not None and inputs.scores is not None and spec.swift is not None:
+        agreement = compute_agreement(
+            inputs.matches, inputs.scores, accuracy, spec.baseline, spec.swift.scores
+        )
+    result = ValidationResult(
+        out_dir,
+        tuple(accuracy),
+        tuple(predictions),
+        agreement,
+        tuple(outcomes[run.name] for run in spec.runs),
+    )
+    timings = {
+        "train_s": round(trained_at - started, 1),
+        "generate_s": round(answered_at - trained_at, 1),
+        "grade_s": round(graded_at - answered_at, 1),
+    }
+    _write_outputs(result, inputs, grades, quick=quick, timings=timings, command=command)
+    logger.info("validation results in %s (%.0f s)", out_dir, time.monotonic() - started)
+    return result
+
+
+# -- before any training ----------------------------------------------------------------------
+
+
+def _read_inputs(spec: ValidateSpec | str | Path, overrides: Sequence[str], quick: bool) -> _Inputs:
+    if not isinstance(spec, ValidateSpec):
+        spec = load_validate_spec(spec, overrides)
+    elif overrides:
+        raise ValueError("overrides apply to a spec file, not to a loaded ValidateSpec")
+    if quick:
+        spec = apply_quick(spec)
+    queries = load_eval_queries(spec.eval.path, split=spec.eval.split, limit=spec.eval.limit)
+    for run in spec.runs:
+        _check_run_inputs(run)
+    scores = matches = None
+    if spec.swift is not None:
+        scores = load_swift_scores(spec.swift.scores)
+        matches = match_strategies(spec, scores)
+    return _Inputs(spec, queries, matches, scores)
+
+
+def _check_run_inputs(run: RunSpec) -> None:
+    """Read every data file and find every checkpoint now, so a bad one fails before training."""
+    if run.checkpoint is not None:
+        discover_checkpoints(run.checkpoint, origin=f"{run.name}: checkpoint")
+        return
+    assert run.train is not None
+    for source in run.train.data:
+        load_examples(source.path, split=source.split)
+    if run.init_run is None and run.train.init_from is not None:
+        discover_checkpoints(run.train.init_from, origin=f"{run.name}: init_from")
+
+
+def _base_dir(spec: ValidateSpec) -> Path:
+    return Path.cwd() if spec.spec_path is None else spec.spec_path.parent
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def run_folder_name(name: str) -> str:
+    """A run's folder name: the name itself when it is file-name safe, else a slug and a hash."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+    if slug == name:
+        return name
+    return f"{slug}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+
+
+def _train_or_reuse(
+    run: RunSpec,
+    done: dict[str, RunOutcome],
+    out_dir: Path,
+    progress: bool,
+    command: str | None,
+) -> RunOutcome:
+    """The run's final checkpoint: reused when its key is unchanged, else trained (or resumed)."""
+    if run.checkpoint is not None:
+        checkpoint = discover_checkpoints(run.checkpoint, origin=f"{run.name}: checkpoint")[-1]
+        return RunOutcome(run.name, checkpoint, hash_checkpoint(checkpoint), False, 0.0)
+    assert run.train is not None
+    train = run.train
+    if run.init_run is not None:
+        parent = done[run.init_run]
+        train = replace(train, init_from=parent.checkpoint.path)
+        init_fingerprint = parent.fingerprint
+    elif train.init_from is not None:
+        init = discover_checkpoints(train.init_from, origin=f"{run.name}: init_from")[-1]
+        init_fingerprint = hash_checkpoint(init)
+    else:
+        init_fingerprint = None
+    key = _run_key(train.to_dict(), [hash_data(s.path) for s in train.data], init_fingerprint)
+    run_dir = out_dir / VALIDATE_RUNS_DIR / run_folder_name(run.name)
+    record = _read_record(run_dir)
+    same = record.get("key") == key and (run_dir / TRAIN_CONFIG_YAML).is_file()
+    finished = _finished_checkpoint(run_dir) if same else None
+    if finished is not None:
+        logger.info("run %r: unchanged, reusing %s", run.name, finished.path)
+        fingerprint = record.get("checkpoint_sha256")
+        if record.get("checkpoint") != finished.path.name or not isinstance(fingerprint, str):
+            fingerprint = hash_checkpoint(finished)
+        return RunOutcome(run.name, finished, fingerprint, False, 0.0)
+    if same:
+        logger.info("run %r: resuming in %s", run.name, run_dir)
+    elif run_dir.exists():
+        logger.info("run %r: its config or data changed; training it again", run.name)
+    else:
+        logger.info("run %r: training in %s", run.name, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"name": run.name, "key": key, "format": _RUN_KEY_FORMAT}
+    write_text_atomic(run_dir / VALIDATE_RUN_RECORD, json.dumps(record, indent=1) + "\n")
+    started = time.monotonic()
+    result = run_training(
+        train, run_dir, resume=same, overwrite=not same, progress=progress, command=command
+    )
+    checkpoint = result.checkpoints[-1]
+    seconds = time.monotonic() - started
+    # Remembered so that reusing the run does not hash a (possibly multi-GB) checkpoint again.
+    fingerprint = hash_checkpoint(checkpoint)
+    record.update(checkpoint=checkpoint.path.name, checkpoint_sha256=fingerprint)
+    write_text_atomic(run_dir / VALIDATE_RUN_RECORD, json.dumps(record, indent=1) + "\n")
+    return RunOutcome(run.name, checkpoint, fingerprint, True, seconds)
+
+
+def _run_key(train: dict[str, Any], data_hashes: list[str], init: str | None) -> str:
+    payload = {
+        "format": _RUN_KEY_FORMAT,
+        "train": train,
+        "data_sha256": data_hashes,
+        "init_sha256": init,
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((run_dir / VALIDATE_RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _finished_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The run's last checkpoint if the run got to its last step, else ``None``."""
+    try:
+        newest = discover_checkpoints(run_dir)[-1]
+    except InputError:
+        return None
+    return newest if is_finished(newest.path) else None
+
+
+# -- answers and grades -----------------------------------------------------------------------
+
+
+def _answer(
+    spec: ValidateSpec,
+    outcomes: Sequence[RunOutcome],
+    queries: Sequence[EvalQuery],
+    out_dir: Path,
+    progress: bool,
+) -> dict[str, list[str]]:
+    """Each run's answers to the queries (cached ones read back, the rest generated)."""
+    settings = GenerationSettings(
+        model=spec.model,
+        max_new_tokens=spec.eval.max_new_tokens,
+        batch_size=spec.eval.batch_size,
+        dtype=spec.dtype,
+        device=resolve_device(spec.device),
+    )
+    states = BaseModelStates(settings)
+    cache = GenerationCache(out_dir / VALIDATE_ANSWERS_DIR)
+    prompts = [q.example.prompt for q in queries]
+    answers: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        generator = CachedGenerator(
+            CheckpointGenerator(states, outcome.checkpoint, outcome.fingerprint), cache
+        )
+        texts: list[str] = [""] * len(prompts)
+        bar = tqdm(
+            total=len(prompts), desc=f"answers: {outcome.name}", disable=not progress, leave=False
+        )
+        with bar:
+            for index, text in generator.iter_generate(prompts):
+                texts[index] = text
+                bar.update()
+        logger.info(
+            "run %r: %d answers generated, %d from the cache",
+            outcome.name,
+            generator.misses,
+            generator.hits,
+        )
+        answers[outcome.name] = texts
+    return answers
+
+
+def _grade(
+    evaluator: Any, queries: Sequence[EvalQuery], answers: dict[str, list[str]]
+) -> dict[str, list[Grade]]:
+    """Every run's grades, asked of the evaluator in one call (a judge then runs concurrently)."""
+    runs = list(answers)
+    flat_queries = [q for _ in runs for q in queries]
+    flat_answers = [a for run in runs for a in answers[run]]
+    flat = evaluator.grade_all(flat_queries, flat_answers)
+    n = len(queries)
+    return {run: flat[i * n : (i + 1) * n] for i, run in enumerate(runs)}
+
+
+# -- result files -----------------------------------------------------------------------------
+
+
+def _write_outputs(
+    result: ValidationResult,
+    inputs: _Inputs,
+    grades: dict[str, list[Grade]],
+    *,
+    quick: bool,
+    timings: dict[str, float],
+    command: str | None,
+) -> None:
+    spec, out_dir = inputs.spec, result.out_dir
+    write_text_atomic(out_dir / PREDICTIONS_JSONL, render_predictions_jsonl(result.predictions))
+    write_text_atomic(out_dir / ACCURACY_CSV, render_accuracy_csv(result.accuracy))
+    table = render_table_md(
+        result.accuracy,
+        baseline=spec.baseline,
+        eval_name=spec.eval.path.name,
+        evaluator=spec.eval.evaluator.kind,
+        task_accuracy=compute_task_accuracies(inputs.queries, grades),
+        agreement=result.agreement,
+    )
+    write_text_atomic(out_dir / TABLE_MD, table)
+    agreement_file = out_dir / AGREEMENT_JSON
+    if result.agreement is not None:
+        write_text_atomic(agreement_file, render_agreement_json(result.agreement))
+    elif agreement_file.exists():
+        logger.info("no swift study in the spec: removing the old %s", agreement_file)
+        agreement_file.unlink()
+    # Imported here: matplotlib stays out of `import swiftstudy`.
+    from swiftstudy.validate.figures import save_validation_figures
+
+    save_validation_figures(result.accuracy, spec.baseline, result.agreement, out_dir / FIGURES_DIR)
+    config = {
+        "spec": spec.to_dict(),
+        "quick": quick,
+        "eval_sha256": hash_data(spec.eval.path),
+        "n_queries": len(inputs.queries),
+        "runs": [
+            {
+                "name": outcome.name,
+                "checkpoint": str(outcome.checkpoint.path),
+                "checkpoint_sha256": outcome.fingerprint,
+                "trained": outcome.trained,
+                "train_s": round(outcome.seconds, 1),
+            }
+            for outcome in result.runs
+        ],
+        "timings": timings,
+        **describe_provenance(command),
+    }
+    write_text_atomic(out_dir / CONFIG_YAML, dump_yaml(config))
