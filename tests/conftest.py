@@ -6,6 +6,14 @@ bundled model.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -102,3 +110,62 @@ def add_random_lora(model, *, r: int = 64, alpha: int = 512, b_scale: float = 1e
     names = ("lora_A.default", "lora_B.default")
     modules = [m for n, m in peft_model.named_modules() if n.endswith(names)]
     return peft_model, modules
+
+
+# -- a real OpenAI-compatible server on loopback, shared by the generator and judge tests -------
+
+LLAMA_INSTALL = "pip install 'llama-cpp-python[server]'"
+LLAMA_START_TIMEOUT_S = 180
+
+
+def _bundled_gguf():
+    from swiftstudy.model import bundled_gguf_path
+
+    return bundled_gguf_path()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory) -> str:
+    """``python -m llama_cpp.server`` on the bundled GGUF file; yields its base URL."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail(f"llama_cpp is not installed: {LLAMA_INSTALL} (make test does)")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(_bundled_gguf()),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + LLAMA_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                pytest.fail(
+                    f"llama_cpp.server exited ({process.returncode}); {LLAMA_INSTALL}?\n{tail}"
+                )
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                    if json.load(response)["data"]:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not answer within {LLAMA_START_TIMEOUT_S} s")
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

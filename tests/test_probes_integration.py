@@ -7,13 +7,7 @@ tests fail, not skip, when it is missing: the generator must be tested against a
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,12 +31,9 @@ from swiftstudy.generate import (
     OpenAIChatGenerator,
     OpenAISettings,
 )
-from swiftstudy.model import bundled_gguf_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-INSTALL = "pip install 'llama-cpp-python[server]'"
-SERVER_START_TIMEOUT_S = 180
 MAX_NEW_TOKENS = 96
 #: One thread: on the shared 2-CPU test machine, two torch threads wait on each other (6x slower).
 HF_SETTINGS = HFSettings(max_new_tokens=MAX_NEW_TOKENS, threads=1)
@@ -91,51 +82,6 @@ OUTPUT_KINDS = {
     "similar": ["similar"],
     "custom": ["conclusion-first"],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory) -> str:
-    """``python -m llama_cpp.server`` on the bundled GGUF file; yields its base URL."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail(f"llama_cpp is not installed: {INSTALL} (make test does)")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path()),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                pytest.fail(f"llama_cpp.server exited ({process.returncode}); {INSTALL}?\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
-                    if json.load(response)["data"]:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer within {SERVER_START_TIMEOUT_S} s")
-            time.sleep(0.5)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")

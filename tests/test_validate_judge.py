@@ -7,13 +7,6 @@ grades through it, as ``judge:`` does with GPT-4o.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,63 +74,6 @@ def test_judge_grades_through_a_generator_and_caches_verdicts(tmp_path: Path, ca
     again = JudgeEvaluator(CachedGenerator(function, GenerationCache(tmp_path)))
     assert [g.correct for g in again.grade_all(queries, ["x", "n", "?"])] == [True, False, False]
     assert function.calls == 3  # every verdict came from the cache
-
-
-# -- a real OpenAI-compatible server on loopback -----------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the bundled GGUF."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.fail(
-            "llama_cpp is not installed: pip install 'llama-cpp-python[server]' (make test does)"
-        )
-    from swiftstudy.model import bundled_gguf_path
-
-    gguf = bundled_gguf_path()
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
-                    json.load(response)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the llama.cpp server did not start")
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.mark.integration
