@@ -8,9 +8,9 @@ import random
 import pytest
 from scipy import stats
 
+from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.validate.stats import (
     compute_mcnemar_p_value,
-    compute_spearman,
     compute_wilson_interval,
     count_discordant,
 )
@@ -68,7 +68,7 @@ def test_spearman_equals_scipy_with_ties(seed):
     n = rng.randint(3, 30)
     x = [rng.choice([0.0, 0.5, 1.0, rng.random()]) for _ in range(n)]
     y = [rng.choice([-1.0, 0.0, rng.gauss(0, 1)]) for _ in range(n)]
-    ours = compute_spearman(x, y)
+    ours = compute_rank_correlation(x, y)
     ref = stats.spearmanr(x, y).statistic
     if math.isnan(ref):
         assert ours is None
@@ -77,9 +77,9 @@ def test_spearman_equals_scipy_with_ties(seed):
 
 
 def test_spearman_edge_cases():
-    assert compute_spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
-    assert compute_spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert compute_spearman([1, 2], [2, 1]) is None  # two points say nothing
-    assert compute_spearman([1, 1, 1], [1, 2, 3]) is None  # constant
+    assert compute_rank_correlation([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert compute_rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert compute_rank_correlation([1, 2], [2, 1]) is None  # two points say nothing
+    assert compute_rank_correlation([1, 1, 1], [1, 2, 3]) is None  # constant
     with pytest.raises(ValueError):
-        compute_spearman([1, 2, 3], [1, 2])
+        compute_rank_correlation([1, 2, 3], [1, 2])

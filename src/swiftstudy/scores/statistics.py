@@ -350,7 +350,8 @@ def compute_rank_correlation(x: Sequence[float], y: Sequence[float]) -> float | 
     rx, ry = _average_ranks(x), _average_ranks(y)
     dx, dy = rx - rx.mean(), ry - ry.mean()
     norm = math.sqrt(float(dx @ dx) * float(dy @ dy))
-    return float(dx @ dy) / norm if norm > 0 else None
+    # Clamped: rounding can push a perfect correlation a hair past ±1.
+    return max(-1.0, min(1.0, float(dx @ dy) / norm)) if norm > 0 else None
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

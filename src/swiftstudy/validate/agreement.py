@@ -25,9 +25,9 @@ from typing import Any
 
 from swiftstudy.constants import CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
 from swiftstudy.errors import InputError
+from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.validate.results import AccuracyRow
 from swiftstudy.validate.spec import RunSpec, ValidateSpec
-from swiftstudy.validate.stats import compute_spearman
 from swiftstudy.validation import spec_key_error
 
 logger = logging.getLogger(__name__)
@@ -240,7 +240,9 @@ def compute_agreement(
         )
     for match in unmatched:
         logger.warning("agreement: run %r left out: %s", match.run, match.reason)
-    spearman = compute_spearman([s.swift_score for s in strategies], [s.gain for s in strategies])
+    spearman = compute_rank_correlation(
+        [s.swift_score for s in strategies], [s.gain for s in strategies]
+    )
     return Agreement(
         scores=scores_path,
         baseline=baseline,

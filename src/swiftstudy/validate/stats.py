@@ -1,4 +1,4 @@
-"""Statistics of a validation study: accuracy intervals, paired tests, rank correlation.
+"""Statistics of a validation study: accuracy intervals and paired tests (Spearman: scores).
 
 Pure functions of counts and numbers (no tensors, no files), checked against scipy in the tests.
 
@@ -7,7 +7,6 @@ Pure functions of counts and numbers (no tensors, no files), checked against sci
 * Exact McNemar test (McNemar 1947) of two graders on the same queries: under the null the
   discordant pairs split as Binomial(b + c, 1/2), b = queries only the run gets right, c = only
   the baseline gets right; the two-sided p-value is ``min(1, 2·P[X ≤ min(b, c)])``.
-* Spearman's rank correlation: Pearson's correlation of the ranks, ties given their average rank.
 """
 
 from __future__ import annotations
@@ -73,39 +72,3 @@ def compute_mcnemar_p_value(b: int, c: int) -> float:
         term = term * (n - k) // (k + 1)
         tail += term
     return float(min(Fraction(1), Fraction(2 * tail, 2**n)))
-
-
-def compute_spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rank correlation of ``x`` and ``y`` (ties get their average rank).
-
-    Returns:
-        The correlation in [-1, 1], or ``None`` with fewer than 3 points (two points are always
-        perfectly ranked, which says nothing) or when either variable is constant.
-    """
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} and {len(y)}")
-    if len(x) < 3:
-        return None
-    rx, ry = _average_ranks(x), _average_ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    dx = [r - mx for r in rx]
-    dy = [r - my for r in ry]
-    norm = math.sqrt(sum(d * d for d in dx) * sum(d * d for d in dy))
-    if norm == 0:
-        return None
-    return max(-1.0, min(1.0, sum(a * b for a, b in zip(dx, dy, strict=True)) / norm))
-
-
-def _average_ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks; a group of tied values shares the mean of the ranks it spans."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
