@@ -116,3 +116,42 @@ def test_refuses_model_with_trainable_parameters():
     batch = collate(_sequences([5]), [0], pad_id=0)
     with pytest.raises(ValueError, match="frozen"):
         compute_batch_gradients(model, modules, batch)
+
+
+def test_trailing_unscored_tokens_and_completion_gaps_match_naive():
+    """Completions that stop before the end, or with holes, are cut and sliced exactly."""
+    model, modules = _lora_model()
+    ids = [ids for ids, _ in _sequences([12, 16, 9, 12], seed=8)]
+    masks = [
+        [0] * 4 + [1] * 5 + [0] * 3,
+        [0] * 10 + [1] * 2 + [0] * 4,
+        [0] * 2 + [1] * 7,
+        [0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0],
+    ]
+    seqs = list(zip(ids, masks, strict=True))
+    naive = compute_naive_gradients(model, modules, seqs)
+    fast = compute_gradients(model, modules, seqs, pad_id=0, max_examples=4, max_tokens=64)
+    assert _relative_errors(fast, naive) <= 1e-10
+
+
+def test_module_called_twice_accumulates_both_calls():
+    """A layer applied twice in one forward (shared weights) gets the sum of both products."""
+    model = build_tiny_llama(VOCAB, dtype=torch.float64)
+    model.requires_grad_(False)
+    layers = model.model.layers
+    layers[1].mlp.up_proj = layers[0].mlp.up_proj  # tie: one module, two calls per forward
+    modules = [layers[0].mlp.up_proj, layers[1].mlp.down_proj]
+    seqs = _sequences([7, 11, 5], seed=9)
+    naive = compute_naive_gradients(model, modules, seqs)
+    fast = compute_gradients(model, modules, seqs, pad_id=0, max_examples=3, max_tokens=100)
+    assert _relative_errors(fast, naive) <= 1e-10
+
+
+def test_batch_gradients_write_into_the_given_rows_only():
+    model, modules = _lora_model()
+    seqs = _sequences([6, 9], seed=10)
+    expected = compute_gradients(model, modules, seqs, pad_id=0, max_examples=2, max_tokens=100)
+    out = torch.full((4, expected.shape[1]), 7.0, dtype=torch.float64)
+    compute_batch_gradients(model, modules, collate(seqs, [0, 1], pad_id=0), out=out, rows=[3, 1])
+    assert torch.equal(out[3], expected[0]) and torch.equal(out[1], expected[1])
+    assert bool((out[[0, 2]] == 7.0).all())

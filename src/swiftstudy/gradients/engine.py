@@ -33,7 +33,8 @@ def compute_batch_gradients(
     modules: Sequence[nn.Linear],
     batch: Batch,
     *,
-    out_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
+    rows: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Per-example gradients of the completion loss with respect to the modules' weights.
 
@@ -41,24 +42,64 @@ def compute_batch_gradients(
         model: The causal LM, in eval mode, with no parameter requiring a gradient.
         modules: Linear layers whose ``weight`` gradients are wanted, in the flattening order.
         batch: A right-padded batch.
-        out_dtype: dtype of the result; default: float32, or float64 for a float64 model.
+        out: Where to write: an ``(N, D)`` float32 (float64 for a float64 model) tensor whose
+            ``rows`` receive this batch's gradients; default: a new ``(B, D)`` tensor.
+        rows: Row of ``out`` for each example of the batch; default ``0..B-1``.
 
     Returns:
-        ``(B, D)`` tensor, row b the flattened ``[∇_{W_1} ℓ_b, ∇_{W_2} ℓ_b, ...]`` (each weight
-        flattened row-major, the same layout as ``torch.cat([g.flatten() for g in grads])``).
+        ``out`` (or the new tensor): row ``rows[b]`` the flattened ``[∇_{W_1} ℓ_b, ∇_{W_2} ℓ_b,
+        ...]`` (each weight flattened row-major, as ``torch.cat([g.flatten() for g in grads])``).
     """
     if any(p.requires_grad for p in model.parameters()):
         raise ValueError("compute_batch_gradients needs a model with every parameter frozen")
-    records: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {
-        i: [] for i in range(len(modules))
-    }
+    calls = _record_forward(model, modules, batch)
+    losses = calls.pop()
+    output_grads = torch.autograd.grad(losses.sum(), [y for _, _, y in calls], allow_unused=True)
+
+    n = batch.input_ids.shape[0]
+    # Products in at least float32 even for a bf16/fp16 model.
+    work_dtype = torch.float64 if calls[0][1].dtype == torch.float64 else torch.float32
+    if out is None:
+        out = torch.empty((n, gradient_dimension(modules)), dtype=work_dtype, device=losses.device)
+    rows = list(range(n)) if rows is None else list(rows)
+    spans = _scored_spans(batch)
+    offsets = _offsets(modules)
+    written: set[int] = set()
+    for (index, x, _), grad_y in zip(calls, output_grads, strict=True):
+        if grad_y is None:
+            continue  # the layer does not influence any scored token (e.g. after the last one)
+        x = x.to(work_dtype).reshape(n, -1, x.shape[-1])
+        grad_y = grad_y.to(work_dtype).reshape(n, -1, grad_y.shape[-1])
+        start, stop = offsets[index]
+        shape = modules[index].weight.shape
+        for b, (row, span) in enumerate(zip(rows, spans, strict=True)):
+            # Positions from the last scored prediction on, padding included, have a zero
+            # output gradient: leave them out rather than multiply by zeros.
+            target = out[row, start:stop].view(shape)
+            if index in written:
+                target.addmm_(grad_y[b, :span].T, x[b, :span])
+            else:
+                torch.mm(grad_y[b, :span].T, x[b, :span], out=target)
+        written.add(index)
+    for index in set(range(len(modules))) - written:
+        start, stop = offsets[index]
+        out[rows, start:stop] = 0
+    return out
+
+
+def _record_forward(model: nn.Module, modules: Sequence[nn.Linear], batch: Batch) -> list:
+    """Run the loss forward, keeping each target call's input and (differentiable) output.
+
+    Returns ``[(module index, input, output), ..., losses]``.
+    """
+    records: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     def make_hook(index: int):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if not output.requires_grad:
                 # Nothing upstream needs a gradient: make this output the graph's leaf.
                 output.requires_grad_(True)
-            records[index].append((args[0].detach(), output))
+            records.append((index, args[0].detach(), output))
 
         return hook
 
@@ -71,30 +112,9 @@ def compute_batch_gradients(
     finally:
         for handle in handles:
             handle.remove()
-
-    calls = [(i, x, y) for i, recs in records.items() for x, y in recs]
-    if len(calls) == 0 or any(len(recs) == 0 for recs in records.values()):
+    if {index for index, _, _ in records} != set(range(len(modules))):
         raise ValueError("a target module was not called in the forward pass")
-    output_grads = torch.autograd.grad(losses.sum(), [y for _, _, y in calls], allow_unused=True)
-
-    model_dtype = calls[0][1].dtype
-    if out_dtype is None:
-        out_dtype = torch.float64 if model_dtype == torch.float64 else torch.float32
-    # Products in at least float32 even for a bf16/fp16 model.
-    work_dtype = torch.float64 if model_dtype == torch.float64 else torch.float32
-    keep = batch.attention_mask.unsqueeze(-1).to(work_dtype)
-    n = batch.input_ids.shape[0]
-    result = torch.zeros((n, gradient_dimension(modules)), dtype=out_dtype, device=losses.device)
-    offsets = _offsets(modules)
-    for (index, x, _), grad_y in zip(calls, output_grads, strict=True):
-        if grad_y is None:
-            continue  # the layer does not influence any scored token (e.g. after the last one)
-        x = x.to(work_dtype).reshape(n, -1, x.shape[-1]) * keep
-        grad_y = grad_y.to(work_dtype).reshape(n, -1, grad_y.shape[-1])
-        per_example = torch.bmm(grad_y.transpose(1, 2), x)  # (B, out, in), the weight's layout
-        start, stop = offsets[index]
-        result[:, start:stop] += per_example.reshape(n, -1).to(out_dtype)
-    return result
+    return [*records, losses]
 
 
 def _offsets(modules: Sequence[nn.Linear]) -> list[tuple[int, int]]:
@@ -103,6 +123,17 @@ def _offsets(modules: Sequence[nn.Linear]) -> list[tuple[int, int]]:
         spans.append((start, start + m.weight.numel()))
         start += m.weight.numel()
     return spans
+
+
+def _scored_spans(batch: Batch) -> list[int]:
+    """Per example, the positions that can carry gradient: up to the last scored prediction.
+
+    Position t predicts token t + 1, so with the last scored token at index k the outputs at
+    positions k and later influence no scored token.
+    """
+    mask = batch.completion_mask
+    index = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask, index, 0).amax(dim=1).tolist()
 
 
 def compute_gradients(
@@ -131,18 +162,22 @@ def compute_gradients(
     Returns:
         ``(N, D)`` gradients, row i for ``sequences[i]``.
     """
+    if len(sequences) == 0:
+        raise ValueError("no sequences to compute gradients for")
+    # Tokens after the last scored one influence nothing scored: leave them out of the forward.
+    sequences = [_trim(ids, mask) for ids, mask in sequences]
+    dtype = torch.float64 if modules[0].weight.dtype == torch.float64 else torch.float32
+    result = torch.empty((len(sequences), gradient_dimension(modules)), dtype=dtype, device=device)
     lengths = [len(ids) for ids, _ in sequences]
-    result: torch.Tensor | None = None
     for indices in plan_batches(lengths, max_examples=max_examples, max_tokens=max_tokens):
         batch = collate(sequences, indices, pad_id=pad_id, device=device)
-        grads = compute_batch_gradients(model, modules, batch)
-        if result is None:
-            result = torch.empty(
-                (len(sequences), grads.shape[1]), dtype=grads.dtype, device=grads.device
-            )
-        result[list(indices)] = grads
+        compute_batch_gradients(model, modules, batch, out=result, rows=indices)
         if on_batch is not None:
             on_batch(batch)
-    if result is None:
-        raise ValueError("no sequences to compute gradients for")
     return result
+
+
+def _trim(ids: Sequence[int], mask: Sequence[int]) -> tuple[Sequence[int], Sequence[int]]:
+    """Cut an example after its last scored token (kept whole when nothing is scored)."""
+    last = max((i for i, m in enumerate(mask) if m), default=len(ids) - 1)
+    return ids[: last + 1], mask[: last + 1]
