@@ -1,4 +1,5 @@
-"""Per-example gradients of the completion loss: the batched engine and its naive reference."""
+"""Per-example gradients of the completion loss: the batched engine and its naive reference,
+plus optional transforms of the gradients (random projection, Adam preconditioning)."""
 
 from swiftstudy.gradients.batching import Batch, collate, default_batch_tokens, plan_batches
 from swiftstudy.gradients.engine import (
@@ -8,15 +9,37 @@ from swiftstudy.gradients.engine import (
 )
 from swiftstudy.gradients.loss import compute_completion_nll
 from swiftstudy.gradients.naive import compute_naive_gradients
+from swiftstudy.gradients.preconditioning import (
+    AdamMoments,
+    compute_adam_update,
+    load_adam_moments,
+    trainer_parameter_order,
+)
+from swiftstudy.gradients.projection import (
+    project_gradients,
+    projected_dot_std_bound,
+    projected_dot_variance,
+    rademacher_rows,
+    relative_error_bound,
+)
 
 __all__ = [
+    "AdamMoments",
     "Batch",
     "collate",
+    "compute_adam_update",
     "compute_batch_gradients",
     "compute_completion_nll",
     "compute_gradients",
     "compute_naive_gradients",
     "default_batch_tokens",
     "gradient_dimension",
+    "load_adam_moments",
     "plan_batches",
+    "project_gradients",
+    "projected_dot_std_bound",
+    "projected_dot_variance",
+    "rademacher_rows",
+    "relative_error_bound",
+    "trainer_parameter_order",
 ]

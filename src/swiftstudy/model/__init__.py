@@ -7,16 +7,30 @@
 
 from swiftstudy.model.checkpoints import Checkpoint, discover_checkpoints, hash_checkpoint
 from swiftstudy.model.loading import bundled_gguf_path, default_cache_dir, load_base_model
+from swiftstudy.model.memory import (
+    GradientWorkload,
+    MemoryPlan,
+    ModelShape,
+    choose_batch_tokens,
+    plan_memory,
+    render_memory_plan,
+)
 from swiftstudy.model.states import ModelStates, TargetModule, target_parameters
 
 __all__ = [
     "Checkpoint",
+    "GradientWorkload",
+    "MemoryPlan",
+    "ModelShape",
     "ModelStates",
     "TargetModule",
     "bundled_gguf_path",
+    "choose_batch_tokens",
     "default_cache_dir",
     "discover_checkpoints",
     "hash_checkpoint",
     "load_base_model",
+    "plan_memory",
+    "render_memory_plan",
     "target_parameters",
 ]
