@@ -20,22 +20,16 @@ Model: the bundled SmolLM2-135M-Instruct, LoRA r=64, alpha=512 on up_proj/down_p
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-import platform
-import resource
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workload import make_workload
+from common import describe_machine, measure, scaled_error, setup_model, time_run
 
-from swiftstudy.data import tokenize_examples
 from swiftstudy.gradients import (
     collate,
     compute_completion_nll,
@@ -46,32 +40,6 @@ from swiftstudy.gradients import (
 )
 from swiftstudy.model import load_base_model
 from swiftstudy.scores import compute_dot_products
-
-WARMUP_EXAMPLES = 2
-
-
-def _setup(dtype: torch.dtype, n_examples: int, trainable: bool = False):
-    from peft import LoraConfig, get_peft_model
-
-    model, tokenizer = load_base_model("smollm2", dtype=dtype)
-    torch.manual_seed(0)
-    config = LoraConfig(
-        r=64, lora_alpha=512, target_modules=["up_proj", "down_proj"], init_lora_weights=False
-    )
-    model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(1e-3)
-    model.eval().requires_grad_(False)
-    names = ("lora_A.default", "lora_B.default")
-    modules = [m for n, m in model.named_modules() if n.endswith(names)]
-    if trainable:
-        for m in modules:
-            m.weight.requires_grad_(True)
-    toks = tokenize_examples(make_workload(n_examples), tokenizer)
-    sequences = [(t.input_ids, t.completion_mask) for t in toks]
-    return model, modules, sequences, tokenizer.pad_token_id
 
 
 def _run_floor(model, sequences, pad_id, batches) -> None:
@@ -87,12 +55,11 @@ def _run_floor(model, sequences, pad_id, batches) -> None:
 def _child(method: str, args: dict, result_path: str) -> None:
     torch.set_num_threads(args["threads"])
     dtype = {"reference": torch.float64, "engine-bf16": torch.bfloat16}.get(method, torch.float32)
-    model, modules, sequences, pad_id = _setup(dtype, args["examples"], method == "floor")
+    model, modules, sequences, pad_id = setup_model(dtype, args["examples"], method == "floor")
     batch_tokens, batch_size = args["batch_tokens"], args["batch_size"]
     batches = plan_batches(
         [len(ids) for ids, _ in sequences], max_examples=batch_size, max_tokens=batch_tokens
     )
-    warm = sequences[:WARMUP_EXAMPLES]
 
     def run(seqs):
         if method in ("engine", "engine-bf16"):
@@ -109,40 +76,11 @@ def _child(method: str, args: dict, result_path: str) -> None:
         _run_floor(model, seqs, pad_id, batches if seqs is sequences else [tuple(range(len(seqs)))])
         return None
 
-    run(warm)
-    load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    grads = run(sequences)
-    seconds = time.perf_counter() - start
-    out = {
-        "seconds": torch.tensor(seconds),
-        "load": torch.tensor([load_before, os.getloadavg()[0]]),
-        "maxrss_kb": torch.tensor(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-        "threads": torch.tensor(torch.get_num_threads()),
-        "tokens": torch.tensor(sum(len(ids) for ids, _ in sequences)),
-        "completion": torch.tensor(sum(sum(mask) for _, mask in sequences)),
-        "batches": torch.tensor(len(batches)),
-    }
+    grads, out = time_run(run, sequences)
+    out["batches"] = torch.tensor(len(batches))
     if grads is not None:
         out["gram"] = compute_dot_products(grads)
     torch.save(out, result_path)
-
-
-def _measure(method: str, args: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "result.pt")
-        proc = ctx.Process(target=_child, args=(method, args, path))
-        proc.start()
-        proc.join()
-        if proc.exitcode != 0:
-            raise SystemExit(f"{method} failed with exit code {proc.exitcode}")
-        return torch.load(path, weights_only=True)
-
-
-def _scaled_error(gram: torch.Tensor, ref: torch.Tensor) -> float:
-    norms = ref.diagonal().sqrt()
-    return ((gram - ref).abs() / torch.outer(norms, norms)).max().item()
 
 
 def main() -> None:
@@ -162,15 +100,12 @@ def main() -> None:
     opts = parser.parse_args()
 
     load_base_model("smollm2")  # convert the GGUF once, outside the timed children
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-        f"torch {torch.__version__}; threads {opts.threads}"
-    )
+    print(describe_machine(opts.threads))
     rows = []  # (method, budget, result)
     args = {"examples": opts.examples, "threads": opts.threads, "batch_size": opts.batch_size}
     for method in opts.methods:
         for budget in opts.batch_tokens if method in ("engine", "engine-bf16", "floor") else [None]:
-            result = _measure(method, {**args, "batch_tokens": budget or 1})
+            result = measure(_child, method, {**args, "batch_tokens": budget or 1})
             rows.append((method, budget, result))
             print(
                 f"  {_label(method, budget):<30} {_per_example(result, opts):6.3f} s/example  "
@@ -185,7 +120,7 @@ def main() -> None:
     )
     reference = None
     if not opts.no_reference:
-        reference = _measure("reference", {**args, "batch_tokens": 1})
+        reference = measure(_child, "reference", {**args, "batch_tokens": 1})
     naive = next((r for m, _, r in rows if m == "naive"), None)
     floors = {b: r for m, b, r in rows if m == "floor"}
     print(
@@ -200,7 +135,7 @@ def main() -> None:
         vs_floor = f"{seconds / floor['seconds'].item():.2f}x" if floor else "-"
         err = "-"
         if reference is not None and "gram" in result:
-            err = f"{_scaled_error(result['gram'], reference['gram']):.1e}"
+            err = f"{scaled_error(result['gram'], reference['gram']):.1e}"
         print(
             f"| {_label(method, budget)} | {_per_example(result, opts):.3f} | {vs_naive} | "
             f"{vs_floor} | {result['maxrss_kb'].item() / 2**20:.2f} | {err} |"
