@@ -76,6 +76,23 @@ def build_tiny_llama(vocab_size: int, *, seed: int = 0, dtype=torch.float32) -> 
     return model
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Point ``$SWIFTSTUDY_CACHE`` at a folder of this session, so tests never fill (or read) the
+    user's gradient cache; the converted bundled model is shared through a link to the real
+    cache's ``models/``, so it is converted once per machine, not once per session."""
+    from swiftstudy.constants import MODEL_CACHE_SUBDIR
+    from swiftstudy.model import default_cache_dir
+
+    models = default_cache_dir() / MODEL_CACHE_SUBDIR
+    models.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("swiftstudy-cache")
+    (root / MODEL_CACHE_SUBDIR).symlink_to(models, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SWIFTSTUDY_CACHE", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return build_tiny_tokenizer()

@@ -16,7 +16,7 @@ from conftest import build_tiny_llama, build_tiny_tokenizer
 from swiftstudy.cli.main import main
 from swiftstudy.data import load_examples, tokenize_examples
 from swiftstudy.gradients import compute_naive_gradients
-from swiftstudy.study import run_study
+from swiftstudy.study import StudyWork, run_study
 
 NOCOT = [
     {"prompt": "What is two plus two?", "response": "4", "task": "add"},
@@ -83,6 +83,26 @@ def build_study_dir(tmp_path: Path) -> Path:
     }
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     return tmp_path
+
+
+def assert_same_tables(got: Path, expected: Path, *, rel: float) -> None:
+    """The table files of two result folders agree: text exactly, numbers to ``rel``."""
+    assert (got / "tokens.jsonl").read_bytes() == (expected / "tokens.jsonl").read_bytes()
+    for name in ("scores.csv", "relinf.csv", "norms.csv"):
+        rows = list(csv.reader((got / name).open()))
+        reference = list(csv.reader((expected / name).open()))
+        assert len(rows) == len(reference) and rows[0] == reference[0], name
+        for row, ref in zip(rows[1:], reference[1:], strict=True):
+            for value, ref_value in zip(row, ref, strict=True):
+                if value == ref_value:
+                    continue
+                assert float(value) == pytest.approx(float(ref_value), rel=rel, abs=1e-15), name
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch) -> None:
+    """Each test its own gradient cache: the user's is neither read nor filled."""
+    monkeypatch.setenv("SWIFTSTUDY_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture()
@@ -257,34 +277,46 @@ def test_rerun_with_other_config_is_refused_unless_overwrite(study_dir: Path, ca
     assert (out / "scores.csv").read_text() != before
 
 
-def test_resume_reuses_saved_checkpoint_results(study_dir: Path, monkeypatch):
-    """A run that crashed after the first checkpoint recomputes only the second."""
-    import swiftstudy.study.run as run_module
+def _count_engine_calls(monkeypatch, crash_at: int | None = None) -> list[int]:
+    """Record the examples of each engine call; raise on call number ``crash_at`` (1-based)."""
+    import swiftstudy.study.grams as grams_module
 
-    out = study_dir / "out"
-    real = run_module.compute_gradients
-    calls = []
+    real = grams_module.compute_gradients
+    calls: list[int] = []
 
-    def crash_on_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def counted(model, modules, sequences, **kwargs):
+        calls.append(len(sequences))
+        if len(calls) == crash_at:
             raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
+        return real(model, modules, sequences, **kwargs)
 
-    monkeypatch.setattr(run_module, "compute_gradients", crash_on_second)
+    monkeypatch.setattr(grams_module, "compute_gradients", counted)
+    return calls
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_resume_after_a_crash_recomputes_only_what_was_lost(study_dir: Path, monkeypatch, cache):
+    """Crashed in the second checkpoint: the first comes from .partial, the second's finished
+    batch from the gradient cache (when on); the results equal an uninterrupted run's."""
+    out = study_dir / "out"
+    # 6 unique examples in batches of 2: 3 engine calls a checkpoint; crash on the 5th.
+    _count_engine_calls(monkeypatch, crash_at=5)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_study(study_dir / "study.yaml", out, progress=False)
+        run_study(study_dir / "study.yaml", out, cache=cache, progress=False)
     assert len(list((out / ".partial").glob("*.safetensors"))) == 1
     assert not (out / "scores.csv").exists()
 
-    calls.clear()
-    monkeypatch.setattr(
-        run_module, "compute_gradients", lambda *a, **k: (calls.append(1), real(*a, **k))[1]
-    )
-    resumed = run_study(study_dir / "study.yaml", out, progress=False)
-    assert len(calls) == 1
-    fresh = run_study(study_dir / "study.yaml", study_dir / "fresh", progress=False)
-    assert [r.value for r in resumed.scores] == [r.value for r in fresh.scores]
+    calls = _count_engine_calls(monkeypatch)
+    resumed = run_study(study_dir / "study.yaml", out, cache=cache, progress=False)
+    cached = 2 if cache else 0
+    assert resumed.work == StudyWork(computed=6 - cached, cached=cached, resumed=1)
+    assert sum(calls) == 6 - cached
+    assert not (out / ".partial").exists()
+    fresh = run_study(study_dir / "study.yaml", study_dir / "fresh", cache=False, progress=False)
+    assert fresh.work == StudyWork(computed=12)
+    assert resumed.scores == fresh.scores
+    for name in ("scores.csv", "relinf.csv", "norms.csv", "tokens.jsonl"):
+        assert (out / name).read_bytes() == (study_dir / "fresh" / name).read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,22 @@ DEFAULT_DEVICE = "cpu"
 DEVICES = ("cpu", "cuda", "auto")
 ON_OVERFLOW_MODES = (ON_OVERFLOW_ERROR, ON_OVERFLOW_DROP)
 
+# The gradient cache of studies (swiftstudy.study.cache).
+#: Sub-folder of the cache folder that holds per-example gradients, one safetensors file each.
+GRADIENT_CACHE_SUBDIR = "gradients"
+#: Per-example gradients larger than this many MiB are not cached (spec key
+#: ``cache_max_gradient_mb``): SmolLM2-135M with LoRA r=64 on up/down_proj (30.9 MiB a row in
+#: float32) is cached, a 7B Llama's r=64 adapter on up/down_proj (236 MiB a row) is not, and its
+#: study resumes from each finished checkpoint's Gram matrix only.
+DEFAULT_CACHE_MAX_GRADIENT_MB = 64
+#: The gradient cache is cut to this many GiB after each study that added to it, least recently
+#: used rows first (spec key ``cache_max_gb``).
+DEFAULT_CACHE_MAX_GB = 20.0
+#: Temporary files of a killed writer older than this are deleted by the next writer.
+STALE_CACHE_TMP_S = 3600
+#: Beside the results while a study runs: each finished checkpoint's Gram matrix, for resuming.
+PARTIAL_DIR = ".partial"
+
 # Figures (swiftstudy.report.figures): one PNG per eval set, named with the set's slug.
 METRICS_BY_STEP_FIGURE = "metrics-by-step-{evals}.png"
 FIGURE_DPI = 150

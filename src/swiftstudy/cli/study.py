@@ -21,6 +21,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace results of a different config in --out"
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write the gradient cache (cache_dir, $SWIFTSTUDY_CACHE, or the "
+        "user cache folder)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)
 
@@ -34,8 +40,16 @@ def run(args: argparse.Namespace, command: str) -> int:
         args.out,
         overrides=args.overrides,
         overwrite=args.overwrite,
+        cache=not args.no_cache,
         progress=not args.no_progress,
         command=command,
+    )
+    if result.rank != 0:
+        return 0  # under torchrun / accelerate launch, rank 0 reports
+    work = result.work
+    print(
+        f"gradients: {work.computed} computed, {work.cached} from the cache, "
+        f"{work.resumed} checkpoint(s) resumed"
     )
     for row in result.scores:
         value = "n/a" if row.value is None else f"{row.value:+.4f}"

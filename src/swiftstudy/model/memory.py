@@ -251,8 +251,8 @@ def choose_batch_tokens(
         fixed = plan_memory(model, workload, 1)
         raise InputError(
             f"{_gib(max_memory)} cannot hold the weights ({_gib(fixed.weights)}) and the kept "
-            f"gradients ({_gib(fixed.kept_gradients)}) with one batch: keep fewer gradients "
-            "(stream the probes) or project them",
+            f"gradients ({_gib(fixed.kept_gradients)}) with one batch: raise it, or study fewer "
+            "examples at once",
             key="max_memory",
         )
     low, high = 1, MAX_BATCH_TOKENS

@@ -1,5 +1,6 @@
 """Orchestration: a study over checkpoints × example sets, its spec and its result files."""
 
+from swiftstudy.study.grams import StudyWork
 from swiftstudy.study.outputs import RelInfRow, ScoreRow
 from swiftstudy.study.run import StudyResult, run_study
 from swiftstudy.study.spec import (
@@ -19,6 +20,7 @@ __all__ = [
     "SetSpec",
     "StudyResult",
     "StudySpec",
+    "StudyWork",
     "load_study_spec",
     "run_study",
     "spec_from_dict",

@@ -1,57 +1,58 @@
 """Run a study: per-example gradients at every checkpoint, RelInf of each pair, metric means.
 
 The order of work: validate everything that can be checked without a model (spec, sets, pairs,
-checkpoints, the output folder), then load the model once, tokenize once, and for each checkpoint
-do one forward/backward per batch of unique examples. Each checkpoint's Gram matrix is saved under
-``<out>/.partial/`` as soon as it is computed, so a crashed run resumes where it stopped; the
-result files are written only at the end, each atomically, and the report is rendered from them.
+checkpoints, the output folder), then join the launcher's processes if any (``distributed``), load
+the model once, tokenize once, and compute each checkpoint's Gram matrix of the unique examples
+(``grams``), reading what earlier runs left in the gradient cache and in ``<out>/.partial/``
+(``cache``). The result files are written only at the end, each atomically, by rank 0 alone, and
+the report is rendered from them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import shutil
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from swiftstudy.constants import CONFIG_YAML, NORMS_CSV, RELINF_CSV, SCORES_CSV, TOKENS_JSONL
-from swiftstudy.data import TokenizedExample, load_examples, tokenize_examples
+from swiftstudy.constants import (
+    CACHE_ENV_VAR,
+    CHECKPOINT_KIND_FULL,
+    CONFIG_YAML,
+    NORMS_CSV,
+    PARTIAL_DIR,
+    RELINF_CSV,
+    SCORES_CSV,
+    TOKENS_JSONL,
+)
+from swiftstudy.data import Example, TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
-from swiftstudy.gradients import (
-    compute_gradients,
-    default_batch_tokens,
-    gradient_dimension,
-    plan_batches,
-)
 from swiftstudy.model import (
     Checkpoint,
     ModelStates,
+    default_cache_dir,
     discover_checkpoints,
     hash_checkpoint,
     load_base_model,
 )
 from swiftstudy.provenance import describe_provenance
-from swiftstudy.scores import (
-    MetricPairs,
-    PairMatrix,
-    StudyStatistics,
-    aggregate_metric,
-    compute_dot_products,
-    compute_pair_mask,
-    compute_relinf,
-    compute_study_statistics,
+from swiftstudy.scores import compute_pair_mask
+from swiftstudy.study.cache import (
+    GradientCache,
+    GradientSettings,
+    PartialGrams,
+    engine_digest,
+    fingerprint_model,
+    prune_gradient_cache,
 )
+from swiftstudy.study.distributed import Processes, start_processes
+from swiftstudy.study.grams import GramJob, StudyWork, compute_grams
 from swiftstudy.study.outputs import (
-    NormRow,
     RelInfRow,
     ScoreRow,
     render_norms_csv,
@@ -59,31 +60,43 @@ from swiftstudy.study.outputs import (
     render_scores_csv,
     render_tokens_jsonl,
 )
-from swiftstudy.study.spec import MetricSpec, StudySpec, load_study_spec
+from swiftstudy.study.planning import plan_batch_tokens
+from swiftstudy.study.spec import CACHE_KEYS, StudySpec, load_study_spec
+from swiftstudy.study.tables import compute_norm_rows, compute_tables
 from swiftstudy.validation import spec_key_error
 from swiftstudy.yamlio import dump_yaml, load_yaml
 
 logger = logging.getLogger(__name__)
 
-PARTIAL_DIR = ".partial"
-#: Bumped whenever a change to the engine or rendering changes what a saved Gram matrix means.
-PARTIAL_FORMAT = 1
 _DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
+_MB = 1 << 20
 
 
 @dataclass(frozen=True)
 class StudyResult:
-    """What a study computed (also written to ``out_dir``)."""
+    """What a study computed (also written to ``out_dir`` by rank 0).
+
+    Attributes:
+        out_dir: The results folder.
+        scores: The rows of ``scores.csv``.
+        relinf: The rows of ``relinf.csv``.
+        checkpoints: The checkpoints, in step order.
+        work: Gradients computed, read from the cache, and checkpoints resumed.
+        rank: This process's rank under ``torchrun`` / ``accelerate launch`` (0 alone); every
+            rank returns the same rows, only rank 0 writes files.
+    """
 
     out_dir: Path
     scores: tuple[ScoreRow, ...]
     relinf: tuple[RelInfRow, ...]
     checkpoints: tuple[Checkpoint, ...]
+    work: StudyWork = field(default_factory=StudyWork)
+    rank: int = 0
 
 
 def run_study(
@@ -92,10 +105,14 @@ def run_study(
     *,
     overrides: Sequence[str] = (),
     overwrite: bool = False,
+    cache: bool = True,
     progress: bool = True,
     command: str | None = None,
 ) -> StudyResult:
     """Compute RelInf for every (probe, eval) pair the metrics use, at every checkpoint.
+
+    Under ``torchrun`` or ``accelerate launch`` every process calls this function: the batches
+    are shared out, and rank 0 writes the same files a single process would.
 
     Args:
         spec: A loaded spec, or the path of a spec YAML file.
@@ -104,11 +121,13 @@ def run_study(
             and ``figures/``.
         overrides: ``key=value`` overrides applied to a spec file (only with a path).
         overwrite: Replace results in ``out_dir`` that were made with a different config.
-        progress: Show a progress bar over checkpoints × batches.
+        cache: Read and write per-example gradients in the gradient cache (the spec's
+            ``cache_dir``, else ``$SWIFTSTUDY_CACHE``, else the user cache folder).
+        progress: Show a progress bar over checkpoints × examples.
         command: The command line that started the run, recorded in ``config.yaml``.
 
     Returns:
-        The score and RelInf rows and the checkpoints, as written.
+        The score and RelInf rows, the checkpoints, and the work done.
 
     Raises:
         InputError: Bad input (spec, data, checkpoints, model); nothing is written in that case.
@@ -122,10 +141,50 @@ def run_study(
     _check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
     checkpoints = _discover(spec)
     _check_out_dir(out_dir, spec, overwrite)
+    cache_root = _cache_root(spec) if cache else None
+    hashes = [hash_checkpoint(c) for c in checkpoints]
 
-    device = _resolve_device(spec.device)
+    with start_processes(_resolve_device(spec.device)) as procs:
+        tokenized, rows_of, job = _prepare(spec, examples, checkpoints, out_dir, procs, cache_root)
+        grams, dims, work = _compute(job, checkpoints, hashes, progress)
+
+    scores, relinf = compute_tables(spec, checkpoints, grams, tokenized, rows_of)
+    result = StudyResult(
+        out_dir, tuple(scores), tuple(relinf), tuple(checkpoints), work, procs.rank
+    )
+    if not procs.is_main:
+        return result
+    norms = compute_norm_rows(checkpoints, grams, tokenized, rows_of)
+    config = _resolved_config(spec, checkpoints, hashes, dims, command)
+    _write_outputs(out_dir, scores, relinf, norms, tokenized, config)
+    job.partial.clear()
+    if job.cache is not None and job.cache.written_rows:
+        _prune_cache(cache_root, spec.cache_max_gb)
+    logger.info(
+        "wrote %s: %d gradient(s) computed, %d read from the cache, %d checkpoint(s) resumed",
+        out_dir,
+        work.computed,
+        work.cached,
+        work.resumed,
+    )
+    # Imported here: the report draws with matplotlib, which the computation does not need.
+    from swiftstudy.report import render_report
+
+    render_report(out_dir)
+    return result
+
+
+def _prepare(
+    spec: StudySpec,
+    examples: dict[str, list[Example]],
+    checkpoints: Sequence[Checkpoint],
+    out_dir: Path,
+    procs: Processes,
+    cache_root: Path | None,
+) -> tuple[dict[str, list[TokenizedExample]], dict[str, list[int]], GramJob]:
+    """Load the model once, tokenize the used sets, and set up the Gram matrix job."""
     dtype = _DTYPES[spec.dtype]
-    model, tokenizer = load_base_model(spec.model, dtype=dtype, device=device)
+    model, tokenizer = load_base_model(spec.model, dtype=dtype, device=procs.device)
     tokenized = {
         name: tokenize_examples(
             exs, tokenizer, max_length=spec.max_length, on_overflow=spec.on_overflow
@@ -135,63 +194,87 @@ def run_study(
     }
     _check_pairs(spec, {name: [t.example.task for t in toks] for name, toks in tokenized.items()})
     sequences, rows_of = _unique_sequences(tokenized)
-
-    hashes = [hash_checkpoint(c) for c in checkpoints]
-    partial = out_dir / PARTIAL_DIR
-    states = ModelStates(model, full_params=spec.params, dtype=dtype, device=device)
+    settings = _gradient_settings(spec, model, checkpoints[0].kind)
+    states = ModelStates(model, full_params=spec.params, dtype=dtype, device=procs.device)
     for ckpt in checkpoints:
         states.check(ckpt)
-    batches = plan_batches(
-        [len(ids) for ids, _ in sequences],
+    job = GramJob(
+        states=states,
+        sequences=sequences,
+        pad_id=tokenizer.pad_token_id,
         max_examples=spec.batch_size,
-        max_tokens=spec.batch_tokens or default_batch_tokens(device),
+        max_tokens=plan_batch_tokens(spec, states, checkpoints[0], len(sequences), procs.device),
+        row_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
+        processes=procs,
+        cache=None
+        if cache_root is None
+        else GradientCache(cache_root, settings, max_row_bytes=spec.cache_max_gradient_mb * _MB),
+        partial=PartialGrams(out_dir / PARTIAL_DIR, settings, sequences),
     )
-    grams: list[torch.Tensor] = []
-    dims: list[int] = []
+    return tokenized, rows_of, job
+
+
+def _compute(
+    job: GramJob, checkpoints: Sequence[Checkpoint], hashes: Sequence[str], progress: bool
+) -> tuple[list[torch.Tensor], list[int], StudyWork]:
+    """Every checkpoint's Gram matrix, with a progress bar on rank 0."""
     with tqdm(
-        total=len(checkpoints) * len(batches), unit="batch", disable=not progress, desc="study"
+        total=len(checkpoints) * len(job.sequences),
+        unit="example",
+        disable=not progress or not job.processes.is_main,
+        desc="study",
     ) as bar:
-        for ckpt, digest in zip(checkpoints, hashes, strict=True):
-            bar.set_postfix_str(f"step {ckpt.step}")
-            key = _partial_key(spec, digest, sequences)
-            saved = partial / f"{key}.safetensors"
-            if saved.is_file():
-                logger.info("step %d: reusing %s", ckpt.step, saved)
-                stored = load_file(saved)
-                grams.append(stored["gram"])
-                dims.append(int(stored["dim"]))
-                bar.update(len(batches))
-                continue
-            state, targets = states.load(ckpt)
-            modules = [t.module for t in targets]
-            grads = compute_gradients(
-                state,
-                modules,
-                sequences,
-                pad_id=tokenizer.pad_token_id,
-                max_examples=spec.batch_size,
-                max_tokens=spec.batch_tokens or default_batch_tokens(device),
-                device=device,
-                on_batch=lambda _batch: bar.update(1),
-            )
-            gram = compute_dot_products(grads).cpu()
-            del grads
-            dim = gradient_dimension(modules)
-            _save_partial(saved, gram, dim)
-            grams.append(gram)
-            dims.append(dim)
+        grams, dims, work = compute_grams(job, checkpoints, hashes, bar.update)
+    if job.cache is not None and job.cache.written_rows:
+        logger.info(
+            "gradient cache %s: %d row(s), %.1f MiB written by this process",
+            job.cache.folder,
+            job.cache.written_rows,
+            job.cache.written_bytes / _MB,
+        )
+    return grams, dims, work
 
-    scores, relinf = _tables(spec, checkpoints, grams, tokenized, rows_of)
-    norms = _norm_rows(checkpoints, grams, tokenized, rows_of)
-    config = _resolved_config(spec, checkpoints, hashes, dims, command)
-    _write_outputs(out_dir, scores, relinf, norms, tokenized, config)
-    shutil.rmtree(partial, ignore_errors=True)
-    logger.info("wrote %s", out_dir)
-    # Imported here: the report draws with matplotlib, which the computation does not need.
-    from swiftstudy.report import render_report
 
-    render_report(out_dir)
-    return StudyResult(out_dir, tuple(scores), tuple(relinf), tuple(checkpoints))
+def _gradient_settings(spec: StudySpec, model: torch.nn.Module, kind: str) -> GradientSettings:
+    """What the study's gradients depend on besides the checkpoint and the example."""
+    return GradientSettings(
+        model=fingerprint_model(model),
+        dtype=spec.dtype,
+        kind=kind,
+        params=tuple(spec.params) if kind == CHECKPOINT_KIND_FULL else (),
+        engine=engine_digest(),
+    )
+
+
+def _prune_cache(root: Path, max_gb: float) -> None:
+    """Cut the gradient cache to ``max_gb`` GiB, least recently used rows first."""
+    freed = prune_gradient_cache(root, int(max_gb * 2**30))
+    if freed:
+        logger.info(
+            "gradient cache %s: deleted %.1f MiB of least recently used gradients to keep within "
+            "cache_max_gb (%g GiB)",
+            root,
+            freed / _MB,
+            max_gb,
+        )
+
+
+def _cache_root(spec: StudySpec) -> Path:
+    """The gradient cache folder: ``cache_dir``, ``$SWIFTSTUDY_CACHE`` or the user cache folder.
+
+    Raises:
+        InputError: The folder cannot be made or written (the error names where it came from).
+    """
+    root = default_cache_dir() if spec.cache_dir is None else spec.cache_dir
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        logger.info("gradient cache: %s", root)
+        return root
+    problem = "is not a writable folder" if existing == root else f"{existing} is not writable"
+    message = f"the gradient cache {root} {problem}: choose another or pass --no-cache"
+    if spec.cache_dir is not None:
+        raise spec_key_error(spec.spec_path, message, ("cache_dir",))
+    raise InputError(message, key=CACHE_ENV_VAR if os.environ.get(CACHE_ENV_VAR) else None)
 
 
 # -- validation before any model work -------------------------------------------------------
@@ -235,12 +318,20 @@ def _check_out_dir(out_dir: Path, spec: StudySpec, overwrite: bool) -> None:
     if overwrite or not config.is_file():
         return
     saved, _ = load_yaml(config)
-    if not isinstance(saved, dict) or saved.get("spec") != spec.to_dict():
+    saved_spec = saved.get("spec") if isinstance(saved, dict) else None
+    if not isinstance(saved_spec, dict) or _without_cache(saved_spec) != _without_cache(
+        spec.to_dict()
+    ):
         raise InputError(
             "holds results of a different study config; use another --out or --overwrite",
             path=out_dir,
             key="--out",
         )
+
+
+def _without_cache(spec: dict) -> dict:
+    """A spec's keys that make its results (where the cache lives does not)."""
+    return {k: v for k, v in spec.items() if k not in CACHE_KEYS}
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -266,154 +357,6 @@ def _unique_sequences(
             index.setdefault((t.input_ids, t.completion_mask), len(index)) for t in toks
         ]
     return list(index), rows_of
-
-
-def _partial_key(spec: StudySpec, checkpoint_hash: str, sequences: Sequence) -> str:
-    digest = hashlib.sha256()
-    settings = {
-        "format": PARTIAL_FORMAT,
-        "model": spec.model,
-        "dtype": spec.dtype,
-        "params": list(spec.params),
-        "checkpoint": checkpoint_hash,
-    }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for ids, mask in sequences:
-        digest.update(json.dumps([ids, mask]).encode())
-    return digest.hexdigest()[:32]
-
-
-def _save_partial(path: Path, gram: torch.Tensor, dim: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"gram": gram.contiguous(), "dim": torch.tensor(dim)}, str(tmp))
-    tmp.replace(path)
-
-
-def _tables(
-    spec: StudySpec,
-    checkpoints: Sequence[Checkpoint],
-    grams: Sequence[torch.Tensor],
-    tokenized: dict[str, list[TokenizedExample]],
-    rows_of: dict[str, list[int]],
-) -> tuple[list[ScoreRow], list[RelInfRow]]:
-    """Metric means with their intervals, and the RelInf of every pair the metrics use."""
-    values: list[tuple[MetricSpec, Checkpoint, float, int]] = []
-    relinf_rows: list[RelInfRow] = []
-    matrices: dict[str, list[PairMatrix]] = {m.name: [] for m in spec.metrics}
-    for ckpt, gram in zip(checkpoints, grams, strict=True):
-        for metric in spec.metrics:
-            probes = [t.example for t in tokenized[metric.probes]]
-            evals = [t.example for t in tokenized[metric.evals]]
-            dots = gram[rows_of[metric.probes]][:, rows_of[metric.evals]]
-            sqnorms = gram[rows_of[metric.evals], rows_of[metric.evals]]
-            relinf, valid = compute_relinf(dots, sqnorms)
-            pairs = compute_pair_mask(
-                [e.task for e in probes], [e.task for e in evals], metric.context
-            )
-            value = aggregate_metric(relinf, valid, pairs)
-            _warn_excluded(metric, ckpt, value.n_excluded_evals)
-            values.append((metric, ckpt, value.value, value.n_pairs))
-            matrices[metric.name].append(
-                PairMatrix(ckpt.step, relinf.numpy(), (pairs & valid.unsqueeze(0)).numpy())
-            )
-            relinf_rows.extend(
-                _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs)
-            )
-    statistics = compute_study_statistics(
-        [
-            MetricPairs(m.name, m.probes, m.evals, m.context, tuple(matrices[m.name]))
-            for m in spec.metrics
-        ]
-    )
-    return [_score_row(*v, statistics) for v in values], _dedupe(relinf_rows)
-
-
-def _score_row(
-    metric: MetricSpec, ckpt: Checkpoint, value: float, n_pairs: int, stats: StudyStatistics
-) -> ScoreRow:
-    # The report recomputes these intervals from relinf.csv and tokens.jsonl with the same
-    # function and seed, and gets the same numbers.
-    (metric_stats,) = (m for m in stats.metrics if m.name == metric.name)
-    (estimate,) = (s.estimate for s in metric_stats.steps if s.step == ckpt.step)
-    return ScoreRow(
-        metric=metric.name,
-        context=metric.context,
-        probes=metric.probes,
-        evals=metric.evals,
-        step=ckpt.step,
-        checkpoint=str(ckpt.path),
-        value=None if math.isnan(value) else value,
-        n_pairs=n_pairs,
-        ci_low=estimate.ci_low,
-        ci_high=estimate.ci_high,
-    )
-
-
-def _norm_rows(
-    checkpoints: Sequence[Checkpoint],
-    grams: Sequence[torch.Tensor],
-    tokenized: dict[str, list[TokenizedExample]],
-    rows_of: dict[str, list[int]],
-) -> list[NormRow]:
-    """Every scored example's squared gradient norm (the Gram diagonal), for the diagnostics."""
-    return [
-        NormRow(
-            step=ckpt.step,
-            checkpoint=str(ckpt.path),
-            set=name,
-            id=t.example.id,
-            task=t.example.task,
-            n_completion_tokens=t.n_completion_tokens,
-            sqnorm=float(gram[row, row]),
-        )
-        for ckpt, gram in zip(checkpoints, grams, strict=True)
-        for name, toks in tokenized.items()
-        for t, row in zip(toks, rows_of[name], strict=True)
-    ]
-
-
-def _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs) -> list[RelInfRow]:
-    used = (pairs & valid.unsqueeze(0)).nonzero().tolist()
-    return [
-        RelInfRow(
-            step=ckpt.step,
-            checkpoint=str(ckpt.path),
-            probe_set=metric.probes,
-            probe_id=probes[i].id,
-            probe_task=probes[i].task,
-            eval_set=metric.evals,
-            eval_id=evals[j].id,
-            eval_task=evals[j].task,
-            dot=float(dots[i, j]),
-            eval_sqnorm=float(sqnorms[j]),
-            relinf=float(relinf[i, j]),
-        )
-        for i, j in used
-    ]
-
-
-def _dedupe(rows: list[RelInfRow]) -> list[RelInfRow]:
-    """Keep one row per (step, probe, eval): in-task and cross-task metrics never share a pair,
-    but two metrics of the same context and sets would."""
-    seen: set[tuple] = set()
-    unique = []
-    for row in rows:
-        key = (row.step, row.probe_set, row.probe_id, row.eval_set, row.eval_id)
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    return unique
-
-
-def _warn_excluded(metric: MetricSpec, ckpt: Checkpoint, n: int) -> None:
-    if n:
-        logger.warning(
-            "step %d, %s: %d eval example(s) have a zero gradient, hence no RelInf: left out",
-            ckpt.step,
-            metric.name,
-            n,
-        )
 
 
 # -- outputs --------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from typing import Any
 from swiftstudy.constants import (
     CONTEXTS,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CACHE_MAX_GB,
+    DEFAULT_CACHE_MAX_GRADIENT_MB,
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_FULL_PARAMS,
@@ -51,7 +53,13 @@ _OPTIONAL_KEYS = (
     "device",
     "on_overflow",
     "params",
+    "cache_dir",
+    "cache_max_gradient_mb",
+    "cache_max_gb",
+    "max_memory_gb",
 )
+#: Keys that say where and what to cache, not what to compute: results do not depend on them.
+CACHE_KEYS = ("cache_dir", "cache_max_gradient_mb", "cache_max_gb")
 _SET_KEYS = ("path", "split")
 _METRIC_KEYS = ("name", "probes", "evals", "context")
 _CHECKPOINT_KEYS = ("path", "step")
@@ -119,6 +127,14 @@ class StudySpec:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         on_overflow: What to do with examples longer than ``max_length``: ``error`` or ``drop``.
         params: Regexes selecting the weights of full-model checkpoints.
+        cache_dir: The gradient cache folder; None: ``$SWIFTSTUDY_CACHE``, else the user cache
+            folder.
+        cache_max_gradient_mb: Per-example gradients larger than this many MiB are not cached.
+        max_memory_gb: Memory (GiB) the study may use on its device; with ``batch_tokens``
+            unset, the largest batch token budget whose memory plan fits is used. None: the
+            device's default budget. The plan is logged before the run either way.
+        cache_max_gb: After the study, the least recently used cached gradients are deleted
+            until the cache holds at most this many GiB.
         spec_path: The file the spec was loaded from, for messages; not compared or serialised.
     """
 
@@ -133,6 +149,10 @@ class StudySpec:
     device: str = DEFAULT_DEVICE
     on_overflow: str = ON_OVERFLOW_ERROR
     params: tuple[str, ...] = DEFAULT_FULL_PARAMS
+    cache_dir: Path | None = None
+    cache_max_gradient_mb: int = DEFAULT_CACHE_MAX_GRADIENT_MB
+    cache_max_gb: float = DEFAULT_CACHE_MAX_GB
+    max_memory_gb: float | None = None
     spec_path: Path | None = field(default=None, compare=False, repr=False)
 
     def set(self, name: str) -> SetSpec:
@@ -175,6 +195,10 @@ class StudySpec:
             "device": self.device,
             "on_overflow": self.on_overflow,
             "params": list(self.params),
+            "cache_dir": None if self.cache_dir is None else str(absolute_path(self.cache_dir)),
+            "cache_max_gradient_mb": self.cache_max_gradient_mb,
+            "cache_max_gb": self.cache_max_gb,
+            "max_memory_gb": self.max_memory_gb,
         }
 
 
@@ -258,6 +282,14 @@ class _Validator(SpecValidator):
             "device": lambda value, key_path: self.device(value),
             "on_overflow": lambda value, key_path: self.choice(value, ON_OVERFLOW_MODES, key_path),
             "params": lambda value, key_path: self.params(value),
+            "cache_dir": lambda value, key_path: (
+                None if value is None else self.path(value, key_path)
+            ),
+            "cache_max_gradient_mb": lambda value, key_path: self.integer(value, key_path, 0),
+            "cache_max_gb": lambda value, key_path: self.number(value, key_path, positive=True),
+            "max_memory_gb": lambda value, key_path: (
+                None if value is None else self.number(value, key_path, positive=True)
+            ),
         }
         return {key: check(top[key], (key,)) for key, check in checks.items() if key in top}
 
