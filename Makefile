@@ -8,7 +8,7 @@ DEMO_OUT ?= demo-out
 # A native (-march=native) llama.cpp build crashed here on AMX instructions: build for AVX2 instead.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install install-test demo validate test lint bench
+.PHONY: install install-test demo validate test lint bench bench-peers
 
 install:
 	$(PIP) install --quiet $(TORCH_PIN)
@@ -21,13 +21,16 @@ install-test: install
 	$(PIP) install --quiet -e '.[test]'
 	$(PYTHON) -c "import llama_cpp.server" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet 'llama-cpp-python[server]==0.3.36'
 
-# The main job: a short LoRA base run on the bundled SmolLM2-135M-Instruct, then the CoT study.
+# The main job, offline on the bundled SmolLM2-135M-Instruct: rule-made data for 16 tasks, a short
+# LoRA base run, the paper's three studies (CoT, Clarify, Eval) and their reports. A rerun resumes.
 demo: install
+	$(PYTHON) -m swiftstudy demo --out $(DEMO_OUT)
+
+# The retraining check of the cot-mini example's prediction (--quick: about 25 minutes on 2 CPU
+# cores): its base run and CoT study first (examples/cot-mini writes them to demo-out/).
+validate: install
 	$(PYTHON) -m swiftstudy train examples/cot-mini/train.yaml --out $(DEMO_OUT)/base-run --resume
 	$(PYTHON) -m swiftstudy study examples/cot-mini/study.yaml --out $(DEMO_OUT)/cot-study --overwrite
-
-# The retraining check of the demo's prediction (--quick: about 25 minutes on 2 CPU cores).
-validate: demo
 	$(PYTHON) examples/cot-mini/make_validation_data.py
 	$(PYTHON) -m swiftstudy validate examples/cot-mini/validate.yaml --out $(DEMO_OUT)/validation --quick
 
@@ -43,3 +46,11 @@ lint:
 
 bench: install
 	$(PYTHON) benchmarks/engine.py
+
+# The engine beside Bergson and Kronfluence on the same work. Installing them pulls PyPI's CUDA
+# builds of torchvision/torchaudio, which break `import transformers` on CPU torch ("operator
+# torchvision::nms does not exist") and which neither peer needs here: remove them again.
+bench-peers: install
+	$(PIP) install --quiet -e '.[bench]' $(TORCH_PIN)
+	$(PIP) uninstall -y torchvision torchaudio
+	$(PYTHON) benchmarks/peers.py

@@ -7,6 +7,7 @@ The public API, for notebooks and scripts (the ``swiftstudy`` command calls the 
     swiftstudy.render_report("results/cot")  # re-render the report from the saved tables
     probes = swiftstudy.build_probes("cot", "refs.jsonl", "cot.jsonl")  # + generator=...
     validation = swiftstudy.run_validation("validate.yaml", "results/validation")
+    demo = swiftstudy.run_demo("demo-out")  # data, base run and the three studies, bundled model
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from swiftstudy.data.strategies import Strategy, load_strategy
+from swiftstudy.demo import run_demo
 from swiftstudy.errors import InputError
 from swiftstudy.probes import ProbeFailure, ProbesResult, build_probes
 from swiftstudy.study import (
@@ -47,6 +49,7 @@ __all__ = [
     "load_train_spec",
     "load_validate_spec",
     "render_report",
+    "run_demo",
     "run_study",
     "run_training",
     "run_validation",

@@ -13,11 +13,11 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from swiftstudy.cli import probes, report, study, train, validate
+from swiftstudy.cli import demo, init, probes, report, study, train, validate
 from swiftstudy.errors import InputError
 
 EXIT_BAD_INPUT = 2
-SUBCOMMANDS = (study, train, probes, report, validate)
+SUBCOMMANDS = (study, train, probes, report, validate, init, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,55 @@
+"""``swiftstudy demo``: refusals without a model; the quick demo end to end on the bundled model."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from swiftstudy import InputError, run_demo
+from swiftstudy.cli.main import main
+from swiftstudy.demo.recipes import RECIPES
+
+
+def test_a_folder_whose_demo_files_are_not_a_demos_is_refused(tmp_path: Path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "results").mkdir()
+    with pytest.raises(InputError, match=r"holds results but no demo\.yaml"):
+        run_demo(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "results"]
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert "--out: holds results but no demo.yaml" in capsys.readouterr().err
+
+
+def test_a_demo_of_other_settings_is_refused(tmp_path: Path):
+    (tmp_path / "demo.yaml").write_text("seed: 0\nquick: true\n")
+    with pytest.raises(InputError, match="other settings"):
+        run_demo(tmp_path, quick=False)
+    with pytest.raises(InputError, match="other settings"):
+        run_demo(tmp_path, quick=True, seed=1)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_quick_demo_end_to_end(tmp_path: Path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"summary: {out / 'summary.md'}" in printed
+
+    checkpoints = sorted(p.name for p in (out / "runs" / "base").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-10", "checkpoint-20"]
+    for name, recipe in RECIPES.items():
+        results = out / "results" / name
+        assert f"{name} report: {results / 'report.html'}" in printed
+        assert (results / "report.html").is_file() and (results / "report.md").is_file()
+        figures = {p.name for p in (results / "figures").iterdir()}
+        for evals in {m.evals for m in recipe.metrics}:
+            assert f"metrics-by-step-{evals}.png" in figures
+        rows = list(csv.DictReader((results / "scores.csv").open(encoding="utf-8")))
+        assert [r["metric"] for r in rows if r["step"] == "10"] == [m.name for m in recipe.metrics]
+        assert {r["step"] for r in rows} == {"10", "20"}
+        assert all(r["value"] not in ("", "nan") for r in rows)
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| CoT → In-task non-CoT |" in summary and "results/eval/report.html" in summary
