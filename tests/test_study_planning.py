@@ -50,7 +50,7 @@ def test_the_plan_is_logged_and_max_memory_picks_the_batch_budget(tmp_path, capl
     spec = _with(root, "fit.yaml", max_memory_gb=limit / _GIB)
     calls = _count_engine_calls(monkeypatch)
     with caplog.at_level(logging.INFO, logger="swiftstudy.study.planning"):
-        run_study(spec, root / "fit", progress=False)
+        run_study(spec, root / "fit", cache=False, progress=False)
     text = caplog.text
     assert "memory plan (gradient dimension" in text and "64 tokens" in text
     assert "of max_memory" in text
