@@ -58,14 +58,22 @@ def build_tiny_tokenizer(chat_template: str | None = CHATML_TEMPLATE) -> PreTrai
     return fast
 
 
-def build_tiny_llama(vocab_size: int, *, seed: int = 0, dtype=torch.float32) -> LlamaForCausalLM:
-    """A 2-layer random Llama with the same module names as SmolLM2 (up_proj, down_proj, ...)."""
+def build_tiny_llama(
+    vocab_size: int,
+    *,
+    seed: int = 0,
+    dtype=torch.float32,
+    hidden_size: int = 32,
+    intermediate_size: int = 48,
+    num_hidden_layers: int = 2,
+) -> LlamaForCausalLM:
+    """A small random Llama with the same module names as SmolLM2 (up_proj, down_proj, ...)."""
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from conftest import build_tiny_tokenizer
+from conftest import build_tiny_llama, build_tiny_tokenizer
 from test_study import assert_same_tables
 
 N_CHECKPOINTS, N_PER_SET = 4, 12
@@ -25,19 +25,8 @@ WORK = re.compile(r"gradients: (\d+) computed, (\d+) from the cache, (\d+) check
 
 
 def _base_model(vocab_size: int) -> LlamaForCausalLM:
-    """A Llama a little larger than conftest's, so the study runs long enough to be killed."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config).eval()
+    """A Llama larger than conftest's default, so the study runs long enough to be killed."""
+    return build_tiny_llama(vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=4)
 
 
 def build_long_study(root: Path) -> Path:
