@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER
 from swiftstudy.errors import InputError
 from swiftstudy.gradients import default_batch_tokens
 from swiftstudy.model import (
@@ -78,7 +79,7 @@ def _shapes(
     spec: StudySpec, states: ModelStates, checkpoint: Checkpoint, n_examples: int
 ) -> tuple[ModelShape, GradientWorkload] | None:
     """What the plan needs, or None where the model is not one the plan models."""
-    if checkpoint.kind != "adapter":
+    if checkpoint.kind != CHECKPOINT_KIND_ADAPTER:
         return None
     model, targets = states.load(checkpoint)
     layers = {_layer_name(t.name) for t in targets}
