@@ -132,6 +132,10 @@ def test_gradient_settings_key_every_field():
         GradientSettings("m", "float32", "full", (), "e"),
         GradientSettings("m", "float32", "adapter", ("x",), "e"),
         GradientSettings("m", "float32", "adapter", (), "e2"),
+        GradientSettings("m", "float32", "adapter", (), "e", projection=(16, 0)),
+        GradientSettings("m", "float32", "adapter", (), "e", projection=(16, 1)),
+        GradientSettings("m", "float32", "adapter", (), "e", projection=(32, 0)),
+        GradientSettings("m", "float32", "adapter", (), "e", preconditioner="adam"),
     ]
     assert len({base.digest, *(v.digest for v in variants)}) == 1 + len(variants)
     assert example_digest(([1, 2, 3], [0, 1, 1])) != example_digest(([1, 2, 3], [0, 0, 1]))

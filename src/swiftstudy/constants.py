@@ -54,6 +54,13 @@ DEFAULT_CACHE_MAX_GRADIENT_MB = 64
 #: The gradient cache is cut to this many GiB after each study that added to it, least recently
 #: used rows first (spec key ``cache_max_gb``).
 DEFAULT_CACHE_MAX_GB = 20.0
+#: ``preconditioner:`` of a study: probe gradients as they are, or as Adam's update direction
+#: from the checkpoint's optimizer state (LESS).
+PRECONDITIONER_NONE = "none"
+PRECONDITIONER_ADAM = "adam"
+PRECONDITIONERS = (PRECONDITIONER_NONE, PRECONDITIONER_ADAM)
+#: ``projection_seed:`` when a study projects its gradients (``projection_dim:``) without one.
+DEFAULT_PROJECTION_SEED = 0
 #: Temporary files of a killed writer older than this are deleted by the next writer.
 STALE_CACHE_TMP_S = 3600
 #: Beside the results while a study runs: each finished checkpoint's Gram matrix, for resuming.

@@ -50,7 +50,8 @@ class AdamMoments:
     """Adam's first and second moments of named parameters, and the optimizer's settings.
 
     Attributes:
-        exp_avg: Parameter name -> m, the parameter's shape, float32 on CPU.
+        exp_avg: Parameter name -> m, the parameter's shape, on CPU, float32 (float64 when
+            saved in float64).
         exp_avg_sq: Parameter name -> v.
         betas: ``(β₁, β₂)`` of the optimizer's param groups.
         eps: ε of the optimizer's param groups.
@@ -172,7 +173,12 @@ def _moments_of(
                 path=path,
                 key=name,
             )
-    return entry["exp_avg"].float(), entry["exp_avg_sq"].float(), int(entry.get("step", 0))
+    return _widen(entry["exp_avg"]), _widen(entry["exp_avg_sq"]), int(entry.get("step", 0))
+
+
+def _widen(tensor: torch.Tensor) -> torch.Tensor:
+    """float64 moments as they are, any other dtype as float32."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
 
 
 def _read_state_dict(path: Path) -> dict:

@@ -535,6 +535,35 @@ def _norms_summary(analysis: ReportAnalysis) -> Paragraph:
     return Paragraph(text)
 
 
+def _gradient_columns(checkpoint: dict) -> str:
+    """The checkpoint table's gradient columns: exact, or the projection's k."""
+    if isinstance(checkpoint.get("gradient_dim"), int):
+        return f"{checkpoint['gradient_dim']:,}"
+    if isinstance(checkpoint.get("row_dim"), int):
+        return f"{checkpoint['row_dim']:,} (projected)"
+    return ""
+
+
+def _describe_projection(projection: object) -> str:
+    if not isinstance(projection, dict):
+        return "exact"
+    bound = float(projection.get("relative_error_bound", float("nan")))
+    return (
+        f"Rademacher random projection to k = {projection.get('dim'):,} dimensions (seed "
+        f"{projection.get('seed')}): each dot product ⟨a, b⟩ is unbiased, with a standard error "
+        f"of at most √(2/k)·|a||b| = {100 * bound:.2g}% of |a||b|"
+    )
+
+
+def _describe_preconditioner(preconditioner: object) -> str:
+    if preconditioner != "adam":
+        return "raw gradients"
+    return (
+        "Adam update directions u(z) from each checkpoint's optimizer state (as LESS); "
+        "RelInf = ⟨u(z), ∇ℓ(z0)⟩ / ⟨∇ℓ(z0), ∇ℓ(z0)⟩, not on the scale of raw-gradient RelInf"
+    )
+
+
 def _setup(analysis: ReportAnalysis) -> Section:
     tables = analysis.tables
     spec = tables.config["spec"]
@@ -563,7 +592,7 @@ def _setup(analysis: ReportAnalysis) -> Section:
             Cell(str(c.get("kind", ""))),
             Cell(f"`{c.get('path', '')}`"),
             Cell(f"`{str(c.get('sha256', ''))[:12]}`"),
-            Cell(f"{c['gradient_dim']:,}" if isinstance(c.get("gradient_dim"), int) else ""),
+            Cell(_gradient_columns(c)),
         )
         for c in tables.config.get("checkpoints") or ()
     )
@@ -573,6 +602,8 @@ def _setup(analysis: ReportAnalysis) -> Section:
                 ("Model", f"`{spec.get('model')}`"),
                 ("Compute dtype", f"`{spec.get('dtype')}` on `{spec.get('device')}`"),
                 ("Longest example", f"{spec.get('max_length')} tokens"),
+                ("Gradients", _describe_projection(tables.config.get("projection"))),
+                ("Probe gradients", _describe_preconditioner(spec.get("preconditioner"))),
             )
         ),
         Paragraph("**Checkpoints.**"),

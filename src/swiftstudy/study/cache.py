@@ -2,7 +2,10 @@
 
 A per-example gradient is determined by the base model, the checkpoint, the example's tokens and
 completion mask, and the gradient settings (dtype, checkpoint kind, ``params`` for full
-checkpoints, the engine's code). The cache keeps one safetensors file per (checkpoint, example)::
+checkpoints, the random projection, the preconditioner, the engine's code). An Adam-preconditioned
+row also depends on the checkpoint's optimizer state: its checkpoint key is
+:func:`combine_digests` of the weights' hash and the optimizer file's. The cache keeps one
+safetensors file per (checkpoint, example)::
 
     <cache dir>/gradients/v1/<settings>/settings.json        what <settings> stands for
     <cache dir>/gradients/v1/<settings>/<checkpoint>/<ex[:2]>/<ex>.safetensors
@@ -39,7 +42,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from swiftstudy.constants import GRADIENT_CACHE_SUBDIR, STALE_CACHE_TMP_S
+from swiftstudy.constants import GRADIENT_CACHE_SUBDIR, PRECONDITIONER_NONE, STALE_CACHE_TMP_S
 from swiftstudy.fileio import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -49,7 +52,10 @@ CACHE_FORMAT = 1
 #: The code that makes a gradient row: the engine and the loss, and how checkpoint states and
 #: their gradient targets (hence the row layout) are set up. Any edit invalidates the cache.
 _ENGINE_SOURCES = (
-    ("swiftstudy.gradients", ("batching.py", "engine.py", "loss.py")),
+    (
+        "swiftstudy.gradients",
+        ("batching.py", "engine.py", "loss.py", "projection.py", "preconditioning.py"),
+    ),
     ("swiftstudy.model", ("states.py",)),
 )
 #: ``config.json`` fields that name or date a model without changing it.
@@ -70,6 +76,8 @@ class GradientSettings:
         kind: ``adapter`` or ``full``.
         params: The ``params`` regexes (full checkpoints only; empty for adapters).
         engine: :func:`engine_digest`.
+        projection: ``(k, seed)`` of the random projection, or None (exact rows).
+        preconditioner: ``none`` (raw gradients) or ``adam`` (Adam update directions).
     """
 
     model: str
@@ -77,6 +85,8 @@ class GradientSettings:
     kind: str
     params: tuple[str, ...]
     engine: str
+    projection: tuple[int, int] | None = None
+    preconditioner: str = PRECONDITIONER_NONE
 
     @property
     def digest(self) -> str:
@@ -111,6 +121,20 @@ def engine_digest() -> str:
         for name in names:
             digest.update(f"{package}/{name}\0".encode())
             digest.update(resources.files(package).joinpath(name).read_bytes())
+    return digest.hexdigest()
+
+
+def combine_digests(*digests: str) -> str:
+    """SHA-256 of hex digests in order: one key for what several hashed files determine."""
+    return hashlib.sha256(":".join(digests).encode()).hexdigest()
+
+
+def hash_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -292,16 +316,22 @@ class PartialGrams:
     Args:
         folder: ``<out>/.partial``.
         settings: The study's gradient settings.
-        sequences: The study's unique examples, in Gram row order.
+        sequences: The study's unique examples.
+        rows: The Gram matrix's rows: ``(sequence index, variant)`` (``study.rows``).
     """
 
     def __init__(
-        self, folder: Path, settings: GradientSettings, sequences: Sequence[TokenSequence]
+        self,
+        folder: Path,
+        settings: GradientSettings,
+        sequences: Sequence[TokenSequence],
+        rows: Sequence[tuple[int, str]],
     ) -> None:
         self.folder = Path(folder)
         digest = hashlib.sha256(settings.digest.encode())
         for sequence in sequences:
             digest.update(example_digest(sequence).encode())
+        digest.update(json.dumps([list(row) for row in rows]).encode())
         self._study = digest.hexdigest()
 
     def path(self, checkpoint: str) -> Path:

@@ -47,7 +47,7 @@ def plan_batch_tokens(
         spec: The study; ``batch_tokens`` wins over ``max_memory_gb``.
         states: The base model, to be put in ``checkpoint``'s state for its LoRA shapes.
         checkpoint: The first checkpoint (every checkpoint has been checked to match it).
-        n_examples: Unique examples whose gradients are computed and kept.
+        n_examples: Gram rows (gradients) computed and kept at a checkpoint.
         device: The study's device.
 
     Raises:
@@ -89,7 +89,11 @@ def _shapes(
         return None
     base = [p for n, p in model.named_parameters() if "lora_" not in n]
     workload = GradientWorkload(
-        n_examples, ranks.pop(), tuple(sorted(layers)), batch_examples=spec.batch_size
+        n_examples,
+        ranks.pop(),
+        tuple(sorted(layers)),
+        batch_examples=spec.batch_size,
+        projection_dim=spec.projection_dim,
     )
     try:
         shape = ModelShape.from_config(config, sum(p.numel() for p in base), base[0].element_size())

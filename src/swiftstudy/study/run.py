@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from swiftstudy.constants import (
     CONFIG_YAML,
     NORMS_CSV,
     PARTIAL_DIR,
+    PRECONDITIONER_ADAM,
     RELINF_CSV,
     SCORES_CSV,
     TOKENS_JSONL,
@@ -32,6 +33,8 @@ from swiftstudy.constants import (
 from swiftstudy.data import Example, TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
+from swiftstudy.gradients import relative_error_bound
+from swiftstudy.gradients.preconditioning import OPTIMIZER_FILE
 from swiftstudy.model import (
     Checkpoint,
     ModelStates,
@@ -46,12 +49,14 @@ from swiftstudy.study.cache import (
     GradientCache,
     GradientSettings,
     PartialGrams,
+    combine_digests,
     engine_digest,
     fingerprint_model,
+    hash_file,
     prune_gradient_cache,
 )
 from swiftstudy.study.distributed import Processes, start_processes
-from swiftstudy.study.grams import GramJob, StudyWork, compute_grams
+from swiftstudy.study.grams import CheckpointKeys, GramJob, StudyWork, compute_grams
 from swiftstudy.study.outputs import (
     RelInfRow,
     ScoreRow,
@@ -61,6 +66,15 @@ from swiftstudy.study.outputs import (
     render_tokens_jsonl,
 )
 from swiftstudy.study.planning import plan_batch_tokens
+from swiftstudy.study.rows import (
+    VARIANT_ADAM,
+    VARIANT_PRECONDITIONERS,
+    VARIANT_RAW,
+    GramRow,
+    RowMaps,
+    RowSettings,
+    layout_rows,
+)
 from swiftstudy.study.spec import CACHE_KEYS, StudySpec, load_study_spec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
 from swiftstudy.validation import spec_key_error
@@ -142,11 +156,11 @@ def run_study(
     checkpoints = _discover(spec)
     _check_out_dir(out_dir, spec, overwrite)
     cache_root = _cache_root(spec) if cache else None
-    hashes = [hash_checkpoint(c) for c in checkpoints]
+    keys = _checkpoint_keys(spec, checkpoints)
 
     with start_processes(_resolve_device(spec.device)) as procs:
         tokenized, rows_of, job = _prepare(spec, examples, checkpoints, out_dir, procs, cache_root)
-        grams, dims, work = _compute(job, checkpoints, hashes, progress)
+        grams, dims, work = _compute(job, checkpoints, keys, progress)
 
     scores, relinf = compute_tables(spec, checkpoints, grams, tokenized, rows_of)
     result = StudyResult(
@@ -155,10 +169,10 @@ def run_study(
     if not procs.is_main:
         return result
     norms = compute_norm_rows(checkpoints, grams, tokenized, rows_of)
-    config = _resolved_config(spec, checkpoints, hashes, dims, command)
+    config = _resolved_config(spec, checkpoints, keys, dims, command)
     _write_outputs(out_dir, scores, relinf, norms, tokenized, config)
     job.partial.clear()
-    if job.cache is not None and job.cache.written_rows:
+    if any(cache.written_rows for cache in job.caches.values()):
         _prune_cache(cache_root, spec.cache_max_gb)
     logger.info(
         "wrote %s: %d gradient(s) computed, %d read from the cache, %d checkpoint(s) resumed",
@@ -181,7 +195,7 @@ def _prepare(
     out_dir: Path,
     procs: Processes,
     cache_root: Path | None,
-) -> tuple[dict[str, list[TokenizedExample]], dict[str, list[int]], GramJob]:
+) -> tuple[dict[str, list[TokenizedExample]], RowMaps, GramJob]:
     """Load the model once, tokenize the used sets, and set up the Gram matrix job."""
     dtype = _DTYPES[spec.dtype]
     model, tokenizer = load_base_model(spec.model, dtype=dtype, device=procs.device)
@@ -193,7 +207,8 @@ def _prepare(
         if name in _used_sets(spec)
     }
     _check_pairs(spec, {name: [t.example.task for t in toks] for name, toks in tokenized.items()})
-    sequences, rows_of = _unique_sequences(tokenized)
+    sequences, sequence_of = _unique_sequences(tokenized)
+    rows, rows_of = _layout(spec, sequence_of, len(sequences))
     settings = _gradient_settings(spec, model, checkpoints[0].kind)
     states = ModelStates(model, full_params=spec.params, dtype=dtype, device=procs.device)
     for ckpt in checkpoints:
@@ -201,21 +216,81 @@ def _prepare(
     job = GramJob(
         states=states,
         sequences=sequences,
+        rows=rows,
+        row_settings=RowSettings(settings.projection, spec.preconditioner),
         pad_id=tokenizer.pad_token_id,
         max_examples=spec.batch_size,
-        max_tokens=plan_batch_tokens(spec, states, checkpoints[0], len(sequences), procs.device),
+        max_tokens=plan_batch_tokens(spec, states, checkpoints[0], len(rows), procs.device),
         row_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
         processes=procs,
-        cache=None
+        caches={}
         if cache_root is None
-        else GradientCache(cache_root, settings, max_row_bytes=spec.cache_max_gradient_mb * _MB),
-        partial=PartialGrams(out_dir / PARTIAL_DIR, settings, sequences),
+        else {
+            variant: GradientCache(
+                cache_root,
+                replace(settings, preconditioner=preconditioner),
+                max_row_bytes=spec.cache_max_gradient_mb * _MB,
+            )
+            for variant, preconditioner in VARIANT_PRECONDITIONERS.items()
+        },
+        partial=PartialGrams(
+            out_dir / PARTIAL_DIR,
+            replace(settings, preconditioner=spec.preconditioner),
+            sequences,
+            rows,
+        ),
     )
     return tokenized, rows_of, job
 
 
+def _layout(
+    spec: StudySpec, sequence_of: dict[str, list[int]], n_sequences: int
+) -> tuple[tuple[GramRow, ...], RowMaps]:
+    """The Gram rows (``adam`` rows for the probe sets' examples when preconditioned) and which
+    rows each set's examples use as probes and as evals."""
+    probe_sets = {m.probes for m in spec.metrics}
+    adam = spec.preconditioner == PRECONDITIONER_ADAM
+    preconditioned = {i for name in probe_sets for i in sequence_of[name]} if adam else ()
+    rows = layout_rows(n_sequences, preconditioned)
+    index = {row: r for r, row in enumerate(rows)}
+    probe_variant = VARIANT_ADAM if adam else VARIANT_RAW
+    maps = RowMaps(
+        evals={name: [index[(i, VARIANT_RAW)] for i in seqs] for name, seqs in sequence_of.items()},
+        probes={
+            name: [index[(i, probe_variant)] for i in seqs]
+            for name, seqs in sequence_of.items()
+            if name in probe_sets
+        },
+    )
+    return rows, maps
+
+
+def _checkpoint_keys(spec: StudySpec, checkpoints: Sequence[Checkpoint]) -> list[CheckpointKeys]:
+    """Each checkpoint's weights hash, combined with its optimizer's when preconditioning.
+
+    Raises:
+        InputError: ``preconditioner: adam`` and a checkpoint has no ``optimizer.pt``.
+    """
+    keys = []
+    for ckpt in checkpoints:
+        weights = hash_checkpoint(ckpt)
+        if spec.preconditioner != PRECONDITIONER_ADAM:
+            keys.append(CheckpointKeys(weights))
+            continue
+        optimizer = ckpt.path / OPTIMIZER_FILE
+        if not optimizer.is_file():
+            raise spec_key_error(
+                spec.spec_path,
+                f"preconditioner adam needs the optimizer state {optimizer}, which is missing "
+                "(was the run saved with save_only_model?)",
+                ("preconditioner",),
+            )
+        keys.append(CheckpointKeys(weights, combine_digests(weights, hash_file(optimizer))))
+    return keys
+
+
 def _compute(
-    job: GramJob, checkpoints: Sequence[Checkpoint], hashes: Sequence[str], progress: bool
+    job: GramJob, checkpoints: Sequence[Checkpoint], keys: Sequence[CheckpointKeys], progress: bool
 ) -> tuple[list[torch.Tensor], list[int], StudyWork]:
     """Every checkpoint's Gram matrix, with a progress bar on rank 0."""
     with tqdm(
@@ -224,14 +299,15 @@ def _compute(
         disable=not progress or not job.processes.is_main,
         desc="study",
     ) as bar:
-        grams, dims, work = compute_grams(job, checkpoints, hashes, bar.update)
-    if job.cache is not None and job.cache.written_rows:
-        logger.info(
-            "gradient cache %s: %d row(s), %.1f MiB written by this process",
-            job.cache.folder,
-            job.cache.written_rows,
-            job.cache.written_bytes / _MB,
-        )
+        grams, dims, work = compute_grams(job, checkpoints, keys, bar.update)
+    for cache in job.caches.values():
+        if cache.written_rows:
+            logger.info(
+                "gradient cache %s: %d row(s), %.1f MiB written by this process",
+                cache.folder,
+                cache.written_rows,
+                cache.written_bytes / _MB,
+            )
     return grams, dims, work
 
 
@@ -243,6 +319,9 @@ def _gradient_settings(spec: StudySpec, model: torch.nn.Module, kind: str) -> Gr
         kind=kind,
         params=tuple(spec.params) if kind == CHECKPOINT_KIND_FULL else (),
         engine=engine_digest(),
+        projection=None
+        if spec.projection_dim is None
+        else (spec.projection_dim, spec.projection_seed),
     )
 
 
@@ -349,7 +428,11 @@ def _resolve_device(device: str) -> torch.device:
 def _unique_sequences(
     tokenized: dict[str, list[TokenizedExample]],
 ) -> tuple[list[tuple[tuple[int, ...], tuple[int, ...]]], dict[str, list[int]]]:
-    """Deduplicate examples across sets: one gradient per distinct (tokens, mask)."""
+    """Deduplicate examples across sets: one gradient per distinct (tokens, mask).
+
+    Returns:
+        The unique ``(input_ids, completion_mask)``, and each set's indices into them.
+    """
     index: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
     rows_of: dict[str, list[int]] = {}
     for name, toks in tokenized.items():
@@ -362,15 +445,31 @@ def _unique_sequences(
 # -- outputs --------------------------------------------------------------------------------
 
 
-def _resolved_config(spec, checkpoints, hashes, dims, command) -> dict:
-    return {
+def _resolved_config(spec, checkpoints, keys, dims, command) -> dict:
+    config = {
         "spec": spec.to_dict(),
         **describe_provenance(command),
         "checkpoints": [
-            {"step": c.step, "path": str(c.path), "kind": c.kind, "sha256": h, "gradient_dim": d}
-            for c, h, d in zip(checkpoints, hashes, dims, strict=True)
+            {
+                "step": c.step,
+                "path": str(c.path),
+                "kind": c.kind,
+                "sha256": k.weights,
+                **({"optimizer_key": k.adam} if k.adam else {}),
+                ("row_dim" if spec.projection_dim else "gradient_dim"): d,
+            }
+            for c, k, d in zip(checkpoints, keys, dims, strict=True)
         ],
     }
+    if spec.projection_dim is not None:
+        config["projection"] = {
+            "kind": "rademacher",
+            "dim": spec.projection_dim,
+            "seed": spec.projection_seed,
+            # The standard error of a projected dot product <a, b> is at most this x |a| |b|.
+            "relative_error_bound": relative_error_bound(spec.projection_dim),
+        }
+    return config
 
 
 def _token_records(tokenized: dict[str, list[TokenizedExample]]) -> list[dict]:

@@ -34,10 +34,13 @@ from swiftstudy.constants import (
     DEFAULT_DTYPE,
     DEFAULT_FULL_PARAMS,
     DEFAULT_MAX_LENGTH,
+    DEFAULT_PROJECTION_SEED,
     DEVICES,
     DTYPES,
     ON_OVERFLOW_ERROR,
     ON_OVERFLOW_MODES,
+    PRECONDITIONER_NONE,
+    PRECONDITIONERS,
 )
 from swiftstudy.validation import SpecValidator, absolute_path, describe_value, load_spec_data
 from swiftstudy.yamlio import KeyPath
@@ -57,6 +60,9 @@ _OPTIONAL_KEYS = (
     "cache_max_gradient_mb",
     "cache_max_gb",
     "max_memory_gb",
+    "projection_dim",
+    "projection_seed",
+    "preconditioner",
 )
 #: Keys that say where and what to cache, not what to compute: results do not depend on them.
 CACHE_KEYS = ("cache_dir", "cache_max_gradient_mb", "cache_max_gb")
@@ -135,6 +141,14 @@ class StudySpec:
             device's default budget. The plan is logged before the run either way.
         cache_max_gb: After the study, the least recently used cached gradients are deleted
             until the cache holds at most this many GiB.
+        projection_dim: k: every gradient is replaced by its seeded Rademacher projection to k
+            dimensions (``gradients.projection``), so each kept row holds k values; each dot
+            product then has a standard error of at most √(2/k)·|a||b|. None: exact (default).
+        projection_seed: The projection's seed; one seed gives one projection on every device.
+        preconditioner: ``none``: probe gradients as they are (the method). ``adam``: each
+            probe's gradient becomes the Adam update direction from the checkpoint's
+            ``optimizer.pt``, as LESS computes it (``gradients.preconditioning``); eval gradients
+            and the RelInf denominator stay raw.
         spec_path: The file the spec was loaded from, for messages; not compared or serialised.
     """
 
@@ -153,6 +167,9 @@ class StudySpec:
     cache_max_gradient_mb: int = DEFAULT_CACHE_MAX_GRADIENT_MB
     cache_max_gb: float = DEFAULT_CACHE_MAX_GB
     max_memory_gb: float | None = None
+    projection_dim: int | None = None
+    projection_seed: int = DEFAULT_PROJECTION_SEED
+    preconditioner: str = PRECONDITIONER_NONE
     spec_path: Path | None = field(default=None, compare=False, repr=False)
 
     def set(self, name: str) -> SetSpec:
@@ -199,6 +216,9 @@ class StudySpec:
             "cache_max_gradient_mb": self.cache_max_gradient_mb,
             "cache_max_gb": self.cache_max_gb,
             "max_memory_gb": self.max_memory_gb,
+            "projection_dim": self.projection_dim,
+            "projection_seed": self.projection_seed,
+            "preconditioner": self.preconditioner,
         }
 
 
@@ -290,6 +310,11 @@ class _Validator(SpecValidator):
             "max_memory_gb": lambda value, key_path: (
                 None if value is None else self.number(value, key_path, positive=True)
             ),
+            "projection_dim": lambda value, key_path: self.integer(
+                value, key_path, 1, nullable=True
+            ),
+            "projection_seed": lambda value, key_path: self.seed(value, key_path),
+            "preconditioner": lambda value, key_path: self.choice(value, PRECONDITIONERS, key_path),
         }
         return {key: check(top[key], (key,)) for key, check in checks.items() if key in top}
 
@@ -371,6 +396,12 @@ class _Validator(SpecValidator):
             context = self.choice(item["context"], CONTEXTS, (*item_path, "context"))
             result.append(MetricSpec(name, probes, evals, context))
         return tuple(result)
+
+    def seed(self, value: Any, key_path: KeyPath) -> int:
+        seed = self.integer(value, key_path, 0)
+        if seed >= 1 << 64:
+            raise self.error(f"must be below 2**64, got {seed}", key_path)
+        return seed
 
     def device(self, value: Any) -> str:
         device = self.string(value, ("device",))

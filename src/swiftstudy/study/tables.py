@@ -25,6 +25,7 @@ from swiftstudy.scores import (
     compute_study_statistics,
 )
 from swiftstudy.study.outputs import NormRow, RelInfRow, ScoreRow
+from swiftstudy.study.rows import RowMaps
 from swiftstudy.study.spec import MetricSpec, StudySpec
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def compute_tables(
     checkpoints: Sequence[Checkpoint],
     grams: Sequence[torch.Tensor],
     tokenized: dict[str, list[TokenizedExample]],
-    rows_of: dict[str, list[int]],
+    rows_of: RowMaps,
 ) -> tuple[list[ScoreRow], list[RelInfRow]]:
     """Metric means with their intervals, and the RelInf of every pair the metrics use."""
     values: list[tuple[MetricSpec, Checkpoint, float, int]] = []
@@ -45,8 +46,8 @@ def compute_tables(
         for metric in spec.metrics:
             probes = [t.example for t in tokenized[metric.probes]]
             evals = [t.example for t in tokenized[metric.evals]]
-            dots = gram[rows_of[metric.probes]][:, rows_of[metric.evals]]
-            sqnorms = gram[rows_of[metric.evals], rows_of[metric.evals]]
+            dots = gram[rows_of.probes[metric.probes]][:, rows_of.evals[metric.evals]]
+            sqnorms = gram[rows_of.evals[metric.evals], rows_of.evals[metric.evals]]
             relinf, valid = compute_relinf(dots, sqnorms)
             pairs = compute_pair_mask(
                 [e.task for e in probes], [e.task for e in evals], metric.context
@@ -94,9 +95,10 @@ def compute_norm_rows(
     checkpoints: Sequence[Checkpoint],
     grams: Sequence[torch.Tensor],
     tokenized: dict[str, list[TokenizedExample]],
-    rows_of: dict[str, list[int]],
+    rows_of: RowMaps,
 ) -> list[NormRow]:
-    """Every scored example's squared gradient norm (the Gram diagonal), for the diagnostics."""
+    """Every scored example's squared (raw) gradient norm (the Gram diagonal), for the
+    diagnostics."""
     return [
         NormRow(
             step=ckpt.step,
@@ -109,7 +111,7 @@ def compute_norm_rows(
         )
         for ckpt, gram in zip(checkpoints, grams, strict=True)
         for name, toks in tokenized.items()
-        for t, row in zip(toks, rows_of[name], strict=True)
+        for t, row in zip(toks, rows_of.evals[name], strict=True)
     ]
 
 
