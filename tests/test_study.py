@@ -299,8 +299,9 @@ def test_resume_after_a_crash_recomputes_only_what_was_lost(study_dir: Path, mon
     """Crashed in the second checkpoint: the first comes from .partial, the second's finished
     batch from the gradient cache (when on); the results equal an uninterrupted run's."""
     out = study_dir / "out"
-    # 6 unique examples in batches of 2: 3 engine calls a checkpoint; crash on the 5th.
-    _count_engine_calls(monkeypatch, crash_at=5)
+    # 3 eval examples, then 3 probes, in batches of 2: 4 engine calls a checkpoint (2 + 1, then
+    # 2 + 1); crash on the 6th: step 20's first batch of evals is done.
+    _count_engine_calls(monkeypatch, crash_at=6)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_study(study_dir / "study.yaml", out, cache=cache, progress=False)
     assert len(list((out / ".partial").glob("*.safetensors"))) == 1

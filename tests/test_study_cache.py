@@ -18,7 +18,7 @@ from conftest import build_tiny_llama, build_tiny_tokenizer
 from swiftstudy.cli.main import main
 from swiftstudy.study import StudyWork, run_study
 from swiftstudy.study.cache import GradientCache, GradientSettings, example_digest
-from test_study import COT, build_study_dir
+from test_study import COT, assert_same_tables, build_study_dir
 
 EXTRA = [
     {"prompt": "Spell the number 7.", "response": "seven", "task": "add"},
@@ -56,7 +56,12 @@ def _edit_spec(root: Path, name: str, **changes) -> Path:
 
 
 def _cache_rows(cache: Path) -> list[Path]:
-    return sorted(cache.rglob("*.safetensors"))
+    """The gradient rows in the cache (not the dot products stored beside them)."""
+    return sorted(p for p in cache.rglob("*.safetensors") if "dots" not in p.parts)
+
+
+def _dot_entries(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.rglob("*.safetensors") if "dots" in p.parts)
 
 
 def _values(result) -> list[float]:
@@ -175,18 +180,45 @@ def test_no_cache_neither_reads_nor_writes(study_dir: Path, monkeypatch, capsys)
     assert not (study_dir / "empty").exists()
 
 
-def test_gradients_over_the_size_limit_are_not_cached(study_dir: Path, caplog):
+def test_rows_over_the_size_limit_keep_their_dot_products(study_dir: Path, caplog, monkeypatch):
     spec = _edit_spec(study_dir, "small.yaml", cache_max_gradient_mb=0)
-    first = run_study(spec, study_dir / "first", progress=False)
+    run_study(spec, study_dir / "first", progress=False)
     assert "exceed cache_max_gradient_mb" in caplog.text
     assert _cache_rows(study_dir / "cache") == []
+    # Each row's dot products with the 3 evals and its squared norm were kept instead.
+    assert len(_dot_entries(study_dir / "cache")) == N_EXAMPLES * N_CHECKPOINTS
+    calls = _engine_examples(monkeypatch)
     again = run_study(spec, study_dir / "again", progress=False)
-    assert again.work == StudyWork(computed=12)
-    assert again.scores[0].value == first.scores[0].value
+    assert again.work == StudyWork(cached=12) and calls == []
+    assert_same_tables(study_dir / "again", study_dir / "first", rel=0)
+    # A new probe set over the same evals: the evals (no rows kept) and the new probes only.
+    (study_dir / "extra.jsonl").write_text("".join(json.dumps(r) + "\n" for r in EXTRA))
+    more = yaml.safe_load(spec.read_text())
+    more["sets"]["extra"] = {"path": "extra.jsonl"}
+    more["metrics"].append(
+        {"name": "Extra → In-task", "probes": "extra", "evals": "nocot", "context": "in-task"}
+    )
+    (study_dir / "more.yaml").write_text(yaml.safe_dump(more, allow_unicode=True))
+    second = run_study(study_dir / "more.yaml", study_dir / "second", progress=False)
+    assert second.work == StudyWork(computed=(3 + len(EXTRA)) * 2, cached=3 * 2)
+    fresh = run_study(study_dir / "more.yaml", study_dir / "fresh", cache=False, progress=False)
+    assert _values(second) == pytest.approx(_values(fresh), rel=1e-12, abs=1e-15)
 
 
 def test_a_damaged_entry_is_recomputed_and_replaced(study_dir: Path, caplog):
     run_study(study_dir / "study.yaml", study_dir / "first", progress=False)
+    # A damaged dot-product entry: the row is read instead, and the entry written anew.
+    entry = _dot_entries(study_dir / "cache")[0]
+    entry.write_bytes(b"\0" * 10)
+    assert run_study(study_dir / "study.yaml", study_dir / "dots", progress=False).work == (
+        StudyWork(cached=12)
+    )
+    assert "unreadable cache entry" in caplog.text
+    assert load_file(entry)["dots"].dtype == torch.float64
+    assert_same_tables(study_dir / "dots", study_dir / "first", rel=1e-12)
+    # Damaged rows (without dot products, so they must be read): recomputed and replaced.
+    for path in _dot_entries(study_dir / "cache"):
+        path.unlink()
     rows = _cache_rows(study_dir / "cache")
     good = load_file(rows[0])["gradient"].clone()  # not a view of the file
     rows[0].write_bytes(rows[0].read_bytes()[:100])  # as after a crash of the whole machine
@@ -278,5 +310,6 @@ def test_the_cache_is_cut_to_its_budget_least_recently_used_first(study_dir: Pat
     assert run_study(study_dir / "budget.yaml", study_dir / "third", progress=False).work == (
         StudyWork(cached=10)
     )
+    # The cot rows are gone; the dot products of those written last survived the cut.
     again = run_study(study_dir / "study.yaml", study_dir / "again", progress=False)
-    assert again.work == StudyWork(computed=6, cached=6)
+    assert again.work.computed + again.work.cached == 12 and 0 < again.work.computed <= 6

@@ -33,9 +33,9 @@ def test_two_processes_write_the_single_process_tables(tmp_path: Path, monkeypat
 
     real, calls = grams_module.compute_gradients, []
 
-    def crash_at_step_20(*args, **kwargs):  # 3 batches a checkpoint
+    def crash_at_step_20(*args, **kwargs):  # 4 batches a checkpoint: evals 2 + 1, probes 2 + 1
         calls.append(1)
-        if len(calls) > 3:
+        if len(calls) > 4:
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
@@ -43,17 +43,19 @@ def test_two_processes_write_the_single_process_tables(tmp_path: Path, monkeypat
         patch.setattr(grams_module, "compute_gradients", crash_at_step_20)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_study(root / "study.yaml", root / "ddp", cache=False, progress=False)
-    # 6 unique examples in batches of 2: rank 0 computes 2 batches a checkpoint, rank 1 one.
+    # 3 evals, then 3 probes, in batches of 2: each rank computes one batch of each.
     done = _torchrun(root / "study.yaml", root / "ddp", env)
     assert done.stdout.count("gradients: 6 computed, 0 from the cache, 1 checkpoint(s)") == 1
     assert "step 10: rank" not in done.stderr
-    assert "step 20: rank 0 computes 2 of 3 batch(es)" in done.stderr
-    assert "step 20: rank 1 computes 1 of 3 batch(es)" in done.stderr
+    for rank in (0, 1):
+        for what in ("kept", "streamed"):
+            assert f"step 20: rank {rank} computes 1 of 2 batch(es) of {what} rows" in done.stderr
     assert sorted(p.name for p in (root / "ddp").iterdir()) == sorted(
         p.name for p in (root / "single").iterdir()
     )
     assert_same_tables(root / "ddp", root / "single", rel=1e-6)
-    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 6  # step 20's
+    files = list((tmp_path / "cache").rglob("*.safetensors"))
+    assert len(files) == 2 * 6  # step 20's rows, and their dot products with the 3 evals
 
     # A new set of one example: one batch a checkpoint, so rank 1 has nothing to compute.
     (root / "one.jsonl").write_text(
@@ -65,7 +67,7 @@ def test_two_processes_write_the_single_process_tables(tmp_path: Path, monkeypat
     (root / "more.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     done = _torchrun(root / "more.yaml", root / "ddp-more", env)
     assert "gradients: 8 computed, 6 from the cache" in done.stdout  # step 10 anew, 1 at 20
-    assert "step 20: rank 1 computes 0 of 1 batch(es)" in done.stderr
+    assert "step 20: rank 1 computes 0 of 1 batch(es) of streamed rows" in done.stderr
     more = run_study(root / "more.yaml", root / "single-more", cache=False, progress=False)
     assert more.work == StudyWork(computed=14)
     assert_same_tables(root / "ddp-more", root / "single-more", rel=1e-6)
@@ -87,5 +89,5 @@ def test_accelerate_launch_reads_the_same_environment(tmp_path: Path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "step 10: rank 1 computes 1 of 3 batch(es)" in done.stderr
+    assert "step 10: rank 1 computes 1 of 2 batch(es) of kept rows" in done.stderr
     assert_same_tables(root / "accelerate", root / "single", rel=1e-6)

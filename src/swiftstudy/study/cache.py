@@ -9,6 +9,11 @@ safetensors file per (checkpoint, example)::
 
     <cache dir>/gradients/v1/<settings>/settings.json        what <settings> stands for
     <cache dir>/gradients/v1/<settings>/<checkpoint>/<ex[:2]>/<ex>.safetensors
+    <cache dir>/gradients/v1/<settings>/<checkpoint>/dots/<evals>/<ex[:2]>/<ex>.safetensors
+
+and beside each row its dot products with a study's kept (eval) gradients, ``<evals>`` the digest
+of those examples in order: a few values, stored whether or not the row itself is small enough to
+keep, so a study over the same evals reads them back without recomputing the gradient.
 
 ``<settings>`` is the first 16 hex digits of the SHA-256 of :class:`GradientSettings`,
 ``<checkpoint>`` those of the checkpoint's content hash, ``<ex>`` the SHA-256 of the tokens and
@@ -61,6 +66,8 @@ _ENGINE_SOURCES = (
 #: ``config.json`` fields that name or date a model without changing it.
 _CONFIG_IGNORED = ("_name_or_path", "transformers_version", "_commit_hash")
 _DIGEST_CHARS = 16
+#: Sub-folder of a checkpoint's rows that holds dot products with kept rows.
+_DOTS_DIR = "dots"
 
 #: An example as the engine takes it: ``(input_ids, completion_mask)``.
 TokenSequence = tuple[Sequence[int], Sequence[int]]
@@ -188,6 +195,11 @@ class GradientCache:
         """The file of one row, given the checkpoint hash and :func:`example_digest`."""
         return self.folder / checkpoint[:_DIGEST_CHARS] / example[:2] / f"{example}.safetensors"
 
+    def dots_path(self, checkpoint: str, evals: str, example: str) -> Path:
+        """The file of one row's dot products with the kept rows of digest ``evals``."""
+        folder = self.folder / checkpoint[:_DIGEST_CHARS] / _DOTS_DIR / evals[:_DIGEST_CHARS]
+        return folder / example[:2] / f"{example}.safetensors"
+
     def load(self, checkpoint: str, sequence: TokenSequence) -> torch.Tensor | None:
         """The cached gradient row of ``sequence`` at ``checkpoint``, or None (missing, unreadable).
 
@@ -195,16 +207,30 @@ class GradientCache:
         """
         example = example_digest(sequence)
         path = self.path(checkpoint, example)
+        return self._load(path, "gradient", self._metadata(checkpoint, example))
+
+    def load_dots(
+        self, checkpoint: str, evals: str, sequence: TokenSequence
+    ) -> torch.Tensor | None:
+        """The cached dot products of ``sequence``'s row with the kept rows ``evals``, or None.
+
+        Returns:
+            float64: the dot product with each kept row, then the row's squared norm.
+        """
+        example = example_digest(sequence)
+        path = self.dots_path(checkpoint, evals, example)
+        return self._load(path, "dots", self._metadata(checkpoint, example, evals))
+
+    def _load(self, path: Path, name: str, expected: dict[str, str]) -> torch.Tensor | None:
         try:
             tensors, metadata = _read_safetensors(path)
-            row = tensors["gradient"]
+            row = tensors[name]
         except FileNotFoundError:
             return None
         except (OSError, SafetensorError, KeyError, ValueError) as err:
             logger.warning("ignoring unreadable cache entry %s: %s", path, err)
             self._damaged.add(path)
             return None
-        expected = self._metadata(checkpoint, example)
         if any(metadata.get(k) != v for k, v in expected.items()) or row.ndim != 1:
             logger.warning("ignoring cache entry %s: it belongs to another key", path)
             self._damaged.add(path)
@@ -220,19 +246,40 @@ class GradientCache:
         stored only in the moment between renames. A write error (disk full, no permission) is
         logged once, and nothing more is stored by this instance.
         """
+        self._save(
+            [
+                (self.path(checkpoint, example), "gradient", row, (checkpoint, example))
+                for example, row in ((example_digest(s), r) for s, r in rows)
+            ]
+        )
+
+    def save_dots(
+        self, checkpoint: str, evals: str, rows: Sequence[tuple[TokenSequence, torch.Tensor]]
+    ) -> None:
+        """Store rows' dot products with the kept rows ``evals`` (see :meth:`load_dots`)."""
+        self._save(
+            [
+                (
+                    self.dots_path(checkpoint, evals, example),
+                    "dots",
+                    dots,
+                    (checkpoint, example, evals),
+                )
+                for example, dots in ((example_digest(s), d) for s, d in rows)
+            ]
+        )
+
+    def _save(self, entries: Sequence[tuple[Path, str, torch.Tensor, tuple[str, ...]]]) -> None:
         if self._write_error is not None:
             return
         pending: list[tuple[Path, Path]] = []
         try:
-            for sequence, row in rows:
-                example = example_digest(sequence)
-                path = self.path(checkpoint, example)
+            for path, name, row, key in entries:
                 if path.is_file() and path not in self._damaged:
                     continue
                 self._sweep(path.parent.parent)
                 data = save(
-                    {"gradient": row.detach().to("cpu").contiguous()},
-                    metadata=self._metadata(checkpoint, example),
+                    {name: row.detach().to("cpu").contiguous()}, metadata=self._metadata(*key)
                 )
                 pending.append((_write_temporary(path, data), path))
                 self.written_bytes += len(data)
@@ -260,13 +307,16 @@ class GradientCache:
             settings = {"format": CACHE_FORMAT, **asdict(self.settings)}
             write_text_atomic(path, json.dumps(settings, indent=1) + "\n")
 
-    def _metadata(self, checkpoint: str, example: str) -> dict[str, str]:
-        return {
+    def _metadata(self, checkpoint: str, example: str, evals: str | None = None) -> dict[str, str]:
+        metadata = {
             "format": str(CACHE_FORMAT),
             "settings": self._digest,
             "checkpoint": checkpoint,
             "example": example,
         }
+        if evals is not None:
+            metadata["evals"] = evals
+        return metadata
 
     def _sweep(self, checkpoint_folder: Path) -> None:
         """Delete temporary files that killed writers left in a checkpoint's folder (once)."""

@@ -1,11 +1,25 @@
 """Each checkpoint's Gram matrix of the study's rows, computing only what is missing.
 
 The rows are the unique examples' gradients, projected and preconditioned as the spec asks
-(``study.rows``). Per checkpoint, in order: a Gram matrix saved in ``.partial/`` by an earlier run
-of the same study is taken as is; otherwise rank 0 reads the rows it finds in the gradient cache,
-the examples with a row missing are batched exactly as the engine batches them
-(``plan_batches``), the batches are dealt to the ranks, each batch's rows are cached as soon as
-they are computed, rank 0 collects every row, forms G Gᵀ in float64 and saves it to ``.partial/``.
+(``study.rows``). The tables need only a row's dot products with the eval rows (RelInf's numerator
+and denominator) and its own squared norm, so only the eval rows are *kept*; every other row
+(probes) is *streamed*: its dot products with the kept rows are taken as soon as its batch is
+computed, and the row is dropped. Memory holds the kept rows and one batch, whatever the number
+of probes; the other entries of the Gram matrix are NaN.
+
+Per checkpoint, in order:
+
+1. a Gram matrix saved in ``.partial/`` by an earlier run of the same study is taken as is;
+2. rank 0 looks up each row's dot products in the gradient cache (``load_dots``, keyed by the
+   kept rows' examples): when every row has them, nothing else is read or computed;
+3. otherwise the kept rows are read from the cache or computed (the examples with a kept row
+   missing are batched exactly as the engine batches them, ``plan_batches``, dealt to the ranks
+   and collected on rank 0), and their Gram block formed in float64;
+4. each streamed row without cached dot products is read from the cache, or its example computed
+   in batches dealt to the ranks, each rank taking dot products with the kept rows (shared with
+   it) and sending them to rank 0;
+5. rank 0 saves the matrix to ``.partial/`` and shares it. Rows and dot products are cached as
+   soon as they are computed.
 
 Batches are planned longest first and stored whole, so a single-process study killed and resumed
 plans the batches it had left exactly as before, and its rows are bit for bit those of an
@@ -15,17 +29,17 @@ been computed beside other examples, and differ from a fresh one in the last bit
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from swiftstudy.gradients import compute_gradients, gradient_dimension, plan_batches
 from swiftstudy.model import Checkpoint, ModelStates
 from swiftstudy.scores import compute_dot_products
-from swiftstudy.study.cache import GradientCache, PartialGrams, TokenSequence
+from swiftstudy.study.cache import GradientCache, PartialGrams, TokenSequence, example_digest
 from swiftstudy.study.distributed import Processes
 from swiftstudy.study.rows import (
     VARIANT_ADAM,
@@ -95,6 +109,8 @@ class GramJob:
         states: The base model, put in each checkpoint's state.
         sequences: The unique examples.
         rows: The Gram matrix's rows, ``(example index, variant)`` (``rows.layout_rows``).
+        kept: Indices of the rows kept in memory (the eval sets' raw rows), in order; the others
+            are streamed.
         row_settings: The projection and preconditioner that make rows from gradients.
         pad_id: The tokenizer's padding id.
         max_examples: Most examples in a batch.
@@ -108,6 +124,7 @@ class GramJob:
     states: ModelStates
     sequences: Sequence[TokenSequence]
     rows: Sequence[GramRow]
+    kept: Sequence[int]
     row_settings: RowSettings
     pad_id: int
     max_examples: int
@@ -124,7 +141,7 @@ def compute_grams(
     keys: Sequence[CheckpointKeys],
     on_rows: Callable[[int], None] = lambda _n: None,
 ) -> tuple[list[torch.Tensor], list[int], StudyWork]:
-    """The float64 Gram matrix of the study's rows at every checkpoint.
+    """The float64 Gram matrix of the study's rows at every checkpoint (see module docstring).
 
     Args:
         job: The model, examples, rows and settings.
@@ -134,12 +151,13 @@ def compute_grams(
             rank 0 only).
 
     Returns:
-        The CPU Gram matrices (identical on every rank), the row dimension at each checkpoint
-        (k when projected), and the work done.
+        The CPU Gram matrices (identical on every rank; entries between two streamed rows are
+        NaN), the row dimension at each checkpoint (k when projected; 0 when every dot product
+        came from the cache), and the work done.
     """
     grams, dims, work = [], [], StudyWork()
     for ckpt, key in zip(checkpoints, keys, strict=True):
-        gram, dim, done = _checkpoint_gram(job, ckpt, key, on_rows)
+        gram, dim, done = _CheckpointGram(job, ckpt, key, on_rows).compute()
         logger.info(
             "step %d: %d gradient(s) computed, %d from the cache%s",
             ckpt.step,
@@ -153,109 +171,284 @@ def compute_grams(
     return grams, dims, work
 
 
-def _checkpoint_gram(
-    job: GramJob, ckpt: Checkpoint, key: CheckpointKeys, on_rows: Callable[[int], None]
-) -> tuple[torch.Tensor, int, StudyWork]:
-    """One checkpoint's Gram matrix and row dimension, and the work it took."""
-    procs, n, n_rows = job.processes, len(job.sequences), len(job.rows)
-    saved = job.partial.load(key.gram) if procs.is_main else None
-    header = [int(saved is not None), saved[1] if saved else 0] if procs.is_main else None
-    found, dim = procs.share_ints(header)
-    if found:
-        on_rows(n)
-        gram = procs.share_tensor(saved[0] if saved else None, (n_rows, n_rows), torch.float64)
-        return gram, dim, StudyWork(resumed=1)
-
-    grads, missing = _read_cache(job, key) if procs.is_main else (None, None)
-    missing = procs.share_ints(missing)
-    on_rows(n - len(missing))
-    lengths = [len(job.sequences[i][0]) for i in missing]
-    plan = plan_batches(lengths, max_examples=job.max_examples, max_tokens=job.max_tokens)
-    batches = [tuple(missing[k] for k in batch) for batch in plan]
-    grads = _compute_share(job, ckpt, key, batches, grads, on_rows)
-
-    gram = None
-    if procs.is_main:
-        dim = grads.shape[1]
-        gram = compute_dot_products(grads).cpu()
-        del grads
-        job.partial.save(key.gram, gram, dim)
-    dim = procs.share_ints([dim] if procs.is_main else None)[0]
-    gram = procs.share_tensor(gram, (n_rows, n_rows), torch.float64)
-    return gram, dim, StudyWork(computed=len(missing), cached=n - len(missing))
+def kept_digest(job: GramJob) -> str:
+    """SHA-256 of the kept rows (their examples and variants, in order): the key of dot
+    products with them."""
+    digest = hashlib.sha256()
+    for index in job.kept:
+        sequence, variant = job.rows[index]
+        digest.update(f"{variant}:{example_digest(job.sequences[sequence])};".encode())
+    return digest.hexdigest()
 
 
-def _read_cache(job: GramJob, key: CheckpointKeys) -> tuple[torch.Tensor | None, list[int]]:
-    """The rows found in the cache, in an ``(n_rows, dim)`` tensor, and the examples with a row
-    not found (all of their rows are computed again)."""
-    if not job.caches:
-        return None, list(range(len(job.sequences)))
-    grads, missing = None, set()
-    for index, (sequence, variant) in enumerate(job.rows):
-        row = job.caches[variant].load(key.of(variant), job.sequences[sequence])
-        if (
-            row is not None
-            and row.dtype == job.row_dtype
-            and (grads is None or len(row) == grads.shape[1])
-        ):
-            if grads is None:
-                shape, device = (len(job.rows), len(row)), job.processes.device
-                grads = torch.empty(shape, dtype=job.row_dtype, device=device)
-            grads[index] = row
-        else:
-            missing.add(sequence)
-    return grads, sorted(missing)
+@dataclass
+class _CheckpointGram:
+    """One checkpoint's Gram matrix: the steps of the module docstring."""
 
+    job: GramJob
+    ckpt: Checkpoint
+    key: CheckpointKeys
+    on_rows: Callable[[int], None]
+    #: Examples computed (by every rank), the row dimension (0 while unknown), the kept rows'
+    #: digest, and rows of other variants computed beside the kept rows (step 3 -> step 4).
+    computed: int = 0
+    dim: int = 0
+    evals: str = ""
+    extra: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _work: _BatchWork | None = field(default=None, repr=False)
 
-def _compute_share(
-    job: GramJob,
-    ckpt: Checkpoint,
-    key: CheckpointKeys,
-    batches: Sequence[tuple[int, ...]],
-    grads: torch.Tensor | None,
-    on_rows: Callable[[int], None],
-) -> torch.Tensor | None:
-    """Compute this rank's batches; on rank 0, gather every rank's rows into ``grads``.
+    def compute(self) -> tuple[torch.Tensor, int, StudyWork]:
+        job, procs = self.job, self.job.processes
+        n, n_rows = len(job.sequences), len(job.rows)
+        saved = job.partial.load(self.key.gram) if procs.is_main else None
+        header = [int(saved is not None), saved[1] if saved else 0] if procs.is_main else None
+        found, dim = procs.share_ints(header)
+        if found:
+            self.on_rows(n)
+            gram = procs.share_tensor(saved[0] if saved else None, (n_rows, n_rows), torch.float64)
+            return gram, dim, StudyWork(resumed=1)
 
-    Returns:
-        On rank 0, all ``(n_rows, dim)`` rows; elsewhere None.
-    """
-    procs = job.processes
-    mine = procs.shard(batches)
-    if procs.world_size > 1:
-        logger.info(
-            "step %d: rank %d computes %d of %d batch(es)",
-            ckpt.step,
-            procs.rank,
-            len(mine),
-            len(batches),
+        gram = torch.full((n_rows, n_rows), float("nan"), dtype=torch.float64)
+        self.evals = kept_digest(job)
+        dots = self._read_dots() if procs.is_main else {}
+        lacking = procs.share_ints([n_rows - len(dots)] if procs.is_main else None)[0]
+        if lacking:
+            kept = self._kept_rows(gram, dots)
+            self._streamed_rows(gram, dots, kept)
+            del kept
+        if procs.is_main:
+            for row, values in dots.items():
+                _fill(gram, job.kept, row, values)
+            job.partial.save(self.key.gram, gram, self.dim)
+        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0]
+        gram = procs.share_tensor(gram, (n_rows, n_rows), torch.float64)
+        self.on_rows(n - self.computed)
+        work = StudyWork(computed=self.computed, cached=n - self.computed)
+        return gram, self.dim, work
+
+    # -- step 2: dot products from the cache ------------------------------------------------
+
+    def _read_dots(self) -> dict[int, torch.Tensor]:
+        """Row -> its cached dot products with the kept rows, then its squared norm."""
+        job, found = self.job, {}
+        if not job.caches:
+            return found
+        for index, (sequence, variant) in enumerate(job.rows):
+            values = job.caches[variant].load_dots(
+                self.key.of(variant), self.evals, job.sequences[sequence]
+            )
+            width = len(job.kept) + 1
+            if values is not None and values.dtype == torch.float64 and len(values) == width:
+                found[index] = values
+        return found
+
+    def _save_dots(self, dots: dict[int, torch.Tensor]) -> None:
+        job = self.job
+        if not job.caches:
+            return
+        by_variant: dict[str, list[tuple[TokenSequence, torch.Tensor]]] = {}
+        for index, values in dots.items():
+            sequence, variant = job.rows[index]
+            by_variant.setdefault(variant, []).append((job.sequences[sequence], values))
+        for variant, entries in by_variant.items():
+            job.caches[variant].save_dots(self.key.of(variant), self.evals, entries)
+
+    # -- step 3: the kept rows ------------------------------------------------------------------
+
+    def _kept_rows(self, gram: torch.Tensor, dots: dict[int, torch.Tensor]) -> torch.Tensor | None:
+        """The kept rows on rank 0 (None elsewhere); fills their Gram block and dot products.
+
+        Rows of other variants computed on the way (an eval example's Adam row) wait in
+        ``self.extra`` for step 4.
+        """
+        job, procs = self.job, self.job.processes
+        kept, missing = self._read_rows(job.kept) if procs.is_main else (None, None)
+        missing = procs.share_ints(missing)
+        self.computed += len(missing)
+        if missing:
+            computed = self._gather(missing)
+            if procs.is_main:
+                position = {row: p for p, row in enumerate(job.kept)}
+                for index, row in computed.items():
+                    if index in position:
+                        if kept is None:
+                            kept = row.new_empty((len(job.kept), len(row)))
+                        kept[position[index]] = row
+                    else:
+                        self.extra[index] = row
+        if not procs.is_main:
+            return None
+        self.dim = kept.shape[1]
+        block = compute_dot_products(kept).cpu()
+        fresh = {}
+        for p, index in enumerate(job.kept):
+            fresh[index] = torch.cat([block[p], block[p, p : p + 1]])
+        dots.update(fresh)
+        self._save_dots(fresh)
+        return kept
+
+    def _read_rows(self, indices: Sequence[int]) -> tuple[torch.Tensor | None, list[int]]:
+        """Rows ``indices`` from the row cache, stacked, and the examples of those not found."""
+        job = self.job
+        rows, missing = None, set()
+        for position, index in enumerate(indices):
+            sequence, variant = job.rows[index]
+            row = (
+                job.caches[variant].load(self.key.of(variant), job.sequences[sequence])
+                if job.caches
+                else None
+            )
+            if (
+                row is None
+                or row.dtype != job.row_dtype
+                or (rows is not None and len(row) != rows.shape[1])
+            ):
+                missing.add(sequence)
+                continue
+            if rows is None:
+                rows = torch.empty(
+                    (len(indices), len(row)), dtype=job.row_dtype, device=job.processes.device
+                )
+            rows[position] = row
+        return rows, sorted(missing)
+
+    # -- step 4: the streamed rows --------------------------------------------------------------
+
+    def _streamed_rows(
+        self, gram: torch.Tensor, dots: dict[int, torch.Tensor], kept: torch.Tensor | None
+    ) -> None:
+        """Dot products of every streamed row lacking them, into ``dots`` (rank 0)."""
+        job, procs = self.job, self.job.processes
+        missing = None
+        if procs.is_main:
+            kept_set = set(job.kept)
+            lacking = [i for i in range(len(job.rows)) if i not in dots and i not in kept_set]
+            found = {i: row for i, row in self.extra.items() if i in set(lacking)}
+            still = [i for i in lacking if i not in found]
+            rows, unread = self._read_rows(still) if still else (None, [])
+            for position, index in enumerate(still):
+                if job.rows[index][0] not in unread:
+                    found[index] = rows[position]
+            fresh = {i: self._dots(row[None], kept)[0] for i, row in found.items()}
+            dots.update(fresh)
+            self._save_dots(fresh)
+            missing = unread
+        self.extra = {}
+        missing = procs.share_ints(missing)
+        self.computed += len(missing)
+        if not missing:
+            return
+        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0]
+        if procs.world_size > 1:
+            shape = (len(job.kept), self.dim)
+            kept = procs.share_tensor(kept, shape, job.row_dtype).to(procs.device)
+        streamed = set(range(len(job.rows))) - set(job.kept)
+        batches = self._batches(missing)
+        mine = self._share(batches, "streamed")
+        own_rows, own_values = [], []
+        for batch in mine:
+            indices, rows = self._compute(batch)
+            pick = [p for p, i in enumerate(indices) if i in streamed]
+            values = self._dots(rows[pick], kept)
+            own_rows += [indices[p] for p in pick]
+            own_values.append(values)
+            self._save_dots(dict(zip([indices[p] for p in pick], values.cpu(), strict=True)))
+        by_sequence = rows_by_sequence(job.rows, len(job.sequences))
+        per_batch = [[r for i in b for r, _ in by_sequence[i] if r in streamed] for b in batches]
+        counts = [sum(len(p) for p in procs.shard(per_batch, r)) for r in range(procs.world_size)]
+        width = len(job.kept) + 1
+        mine_values = (
+            torch.cat(own_values)
+            if own_values
+            else torch.empty((0, width), dtype=torch.float64, device=procs.device)
         )
-    if not batches or not (mine or procs.is_main):
-        return grads  # nothing to compute, or nothing for this rank to compute or collect
-    state, targets = job.states.load(ckpt)
-    transform = load_row_transform(job.row_settings, ckpt, state, targets, procs.device)
-    work = _BatchWork(job, key, state, [t.module for t in targets], transform)
-    dim = job.row_settings.row_dim(gradient_dimension(work.modules))
-    by_sequence = rows_by_sequence(job.rows, len(job.sequences))
-    places = [[index for i in batch for index, _ in by_sequence[i]] for batch in batches]
-    counts = [sum(len(p) for p in procs.shard(places, r)) for r in range(procs.world_size)]
-    if not procs.is_main:
-        own = torch.empty((counts[procs.rank], dim), dtype=job.row_dtype, device=procs.device)
-        starts = [0, *itertools.accumulate(len(p) for p in procs.shard(places))]
-        work.run(mine, own, [slice(a, b) for a, b in itertools.pairwise(starts)], on_rows)
-        procs.collect_rows(own, counts)
-        return None
-    if grads is None:
-        grads = torch.empty((len(job.rows), dim), dtype=job.row_dtype, device=procs.device)
-    if grads.shape[1] != dim:
-        raise RuntimeError(f"cached rows have {grads.shape[1]} values, the study {dim}")
-    work.run(mine, grads, procs.shard(places), on_rows)
-    for rank, rows in enumerate(procs.collect_rows(grads[:0], counts), start=1):
-        indices = [index for place in procs.shard(places, rank) for index in place]
-        grads[indices] = rows
-        work.store(indices, rows)
-        on_rows(len({job.rows[i][0] for i in indices}))
-    return grads
+        received = procs.collect_rows(mine_values, counts)
+        if not procs.is_main:
+            return
+        for index, values in zip(own_rows, mine_values.cpu(), strict=True):
+            dots[index] = values
+        for rank, values in enumerate(received, start=1):
+            indices = [index for place in procs.shard(per_batch, rank) for index in place]
+            for index, row in zip(indices, values.cpu(), strict=True):
+                dots[index] = row
+            self.on_rows(len({job.rows[i][0] for i in indices}))
+
+    def _dots(self, rows: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """``(B, K + 1)`` float64: each row's dot products with the kept rows, then its sqnorm."""
+        products = compute_dot_products(rows, kept)
+        sqnorms = compute_dot_products(rows).diagonal()  # B² dot products, B ≪ K
+        return torch.cat([products, sqnorms[:, None]], dim=1).cpu()
+
+    # -- computing batches ---------------------------------------------------------------------
+
+    def _batches(self, sequences: Sequence[int]) -> list[tuple[int, ...]]:
+        job = self.job
+        lengths = [len(job.sequences[i][0]) for i in sequences]
+        plan = plan_batches(lengths, max_examples=job.max_examples, max_tokens=job.max_tokens)
+        return [tuple(sequences[k] for k in batch) for batch in plan]
+
+    def _share(self, batches: list[tuple[int, ...]], what: str) -> list[tuple[int, ...]]:
+        """This rank's batches (every ``world_size``-th), logged under a launcher."""
+        procs = self.job.processes
+        mine = procs.shard(batches)
+        if procs.world_size > 1:
+            logger.info(
+                "step %d: rank %d computes %d of %d batch(es) of %s rows",
+                self.ckpt.step,
+                procs.rank,
+                len(mine),
+                len(batches),
+                what,
+            )
+        return mine
+
+    def _compute(self, batch: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
+        """One batch's Gram rows (every row of its examples): indices and values, cached."""
+        if self._work is None:
+            job = self.job
+            state, targets = job.states.load(self.ckpt)
+            transform = load_row_transform(
+                job.row_settings, self.ckpt, state, targets, job.processes.device
+            )
+            self._work = _BatchWork(job, self.key, state, [t.module for t in targets], transform)
+            self.dim = job.row_settings.row_dim(gradient_dimension(self._work.modules))
+        indices, rows = self._work.compute(batch)
+        self.on_rows(len(batch))
+        return indices, rows
+
+    def _gather(self, sequences: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Compute ``sequences`` in batches dealt to the ranks; rank 0 gets every row."""
+        job, procs = self.job, self.job.processes
+        batches = self._batches(sequences)
+        mine = self._share(batches, "kept")
+        results = [self._compute(batch) for batch in mine]
+        by_sequence = rows_by_sequence(job.rows, len(job.sequences))
+        places = [[r for i in b for r, _ in by_sequence[i]] for b in batches]
+        counts = [sum(len(p) for p in procs.shard(places, r)) for r in range(procs.world_size)]
+        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0] or self.dim
+        own = (
+            torch.cat([rows for _, rows in results])
+            if results
+            else torch.empty((0, self.dim), dtype=job.row_dtype, device=procs.device)
+        )
+        received = procs.collect_rows(own, counts)
+        if not procs.is_main:
+            return {}
+        gathered = {
+            i: row for indices, rows in results for i, row in zip(indices, rows, strict=True)
+        }
+        for rank, rows in enumerate(received, start=1):
+            indices = [i for place in procs.shard(places, rank) for i in place]
+            gathered.update(zip(indices, rows, strict=True))
+            self.on_rows(len({job.rows[i][0] for i in indices}))
+        return gathered
+
+
+def _fill(gram: torch.Tensor, kept: Sequence[int], row: int, values: torch.Tensor) -> None:
+    """Put a row's dot products with the kept rows and its squared norm into the Gram matrix."""
+    gram[row, kept] = values[:-1]
+    gram[kept, row] = values[:-1]
+    gram[row, row] = values[-1]
 
 
 @dataclass(frozen=True)
@@ -268,48 +461,34 @@ class _BatchWork:
     modules: list[torch.nn.Linear]
     transform: RowTransform
 
-    def run(
-        self,
-        batches: Sequence[tuple[int, ...]],
-        out: torch.Tensor,
-        places: Sequence[list[int] | slice],
-        on_rows: Callable[[int], None],
-    ) -> None:
-        """Run the engine on each batch and put its rows in ``out[place]`` and in the cache.
-
-        Args:
-            batches: Indices of the examples of each batch.
-            out: Receives the rows.
-            places: Where in ``out`` each batch's rows go: its examples' Gram rows in order.
-            on_rows: Progress.
-        """
+    def compute(self, batch: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
+        """Run the engine on a batch; return its examples' Gram rows (indices, values), cached."""
         job = self.job
         by_sequence = rows_by_sequence(job.rows, len(job.sequences))
-        for batch, place in zip(batches, places, strict=True):
-            sequences = [job.sequences[i] for i in batch]
-            grads = compute_gradients(
-                self.state,
-                self.modules,
-                sequences,
-                pad_id=job.pad_id,
-                max_examples=job.max_examples,
-                max_tokens=job.max_tokens,
-                device=job.processes.device,
-            )
-            if grads.dtype != job.row_dtype:
-                raise RuntimeError(f"the engine returned {grads.dtype}, expected {job.row_dtype}")
-            wanted = [(k, r, v) for k, i in enumerate(batch) for r, v in by_sequence[i]]
-            variants = list(dict.fromkeys(v for _, _, v in wanted))
-            counts = [sum(mask[1:]) for _, mask in sequences]
-            produced = self.transform.apply(grads, variants, counts)
-            del grads
-            if variants == [VARIANT_RAW] and len(wanted) == len(batch):
-                rows = produced[VARIANT_RAW]  # the common case: one raw row per example
-            else:
-                rows = torch.stack([produced[v][k] for k, _, v in wanted])
-            out[place] = rows
-            self.store([r for _, r, _ in wanted], rows)
-            on_rows(len(batch))
+        sequences = [job.sequences[i] for i in batch]
+        grads = compute_gradients(
+            self.state,
+            self.modules,
+            sequences,
+            pad_id=job.pad_id,
+            max_examples=job.max_examples,
+            max_tokens=job.max_tokens,
+            device=job.processes.device,
+        )
+        if grads.dtype != job.row_dtype:
+            raise RuntimeError(f"the engine returned {grads.dtype}, expected {job.row_dtype}")
+        wanted = [(k, r, v) for k, i in enumerate(batch) for r, v in by_sequence[i]]
+        variants = list(dict.fromkeys(v for _, _, v in wanted))
+        counts = [sum(mask[1:]) for _, mask in sequences]
+        produced = self.transform.apply(grads, variants, counts)
+        del grads
+        if variants == [VARIANT_RAW] and len(wanted) == len(batch):
+            rows = produced[VARIANT_RAW]  # the common case: one raw row per example
+        else:
+            rows = torch.stack([produced[v][k] for k, _, v in wanted])
+        indices = [r for _, r, _ in wanted]
+        self.store(indices, rows)
+        return indices, rows
 
     def store(self, indices: Sequence[int], rows: torch.Tensor) -> None:
         """Cache the rows of Gram rows ``indices`` (when the cache is on and they are small

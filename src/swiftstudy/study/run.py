@@ -208,7 +208,7 @@ def _prepare(
     }
     _check_pairs(spec, {name: [t.example.task for t in toks] for name, toks in tokenized.items()})
     sequences, sequence_of = _unique_sequences(tokenized)
-    rows, rows_of = _layout(spec, sequence_of, len(sequences))
+    rows, rows_of, kept = _layout(spec, sequence_of, len(sequences))
     settings = _gradient_settings(spec, model, checkpoints[0].kind)
     states = ModelStates(model, full_params=spec.params, dtype=dtype, device=procs.device)
     for ckpt in checkpoints:
@@ -217,6 +217,7 @@ def _prepare(
         states=states,
         sequences=sequences,
         rows=rows,
+        kept=kept,
         row_settings=RowSettings(settings.projection, spec.preconditioner),
         pad_id=tokenizer.pad_token_id,
         max_examples=spec.batch_size,
@@ -245,9 +246,10 @@ def _prepare(
 
 def _layout(
     spec: StudySpec, sequence_of: dict[str, list[int]], n_sequences: int
-) -> tuple[tuple[GramRow, ...], RowMaps]:
-    """The Gram rows (``adam`` rows for the probe sets' examples when preconditioned) and which
-    rows each set's examples use as probes and as evals."""
+) -> tuple[tuple[GramRow, ...], RowMaps, list[int]]:
+    """The Gram rows (``adam`` rows for the probe sets' examples when preconditioned), which rows
+    each set's examples use as probes and as evals, and the rows kept in memory (the eval sets'
+    raw rows, which every probe row is multiplied with)."""
     probe_sets = {m.probes for m in spec.metrics}
     adam = spec.preconditioner == PRECONDITIONER_ADAM
     preconditioned = {i for name in probe_sets for i in sequence_of[name]} if adam else ()
@@ -262,7 +264,9 @@ def _layout(
             if name in probe_sets
         },
     )
-    return rows, maps
+    eval_sets = {m.evals for m in spec.metrics}
+    kept = sorted({r for name in eval_sets for r in maps.evals[name]})
+    return rows, maps, kept
 
 
 def _checkpoint_keys(spec: StudySpec, checkpoints: Sequence[Checkpoint]) -> list[CheckpointKeys]:
