@@ -34,8 +34,9 @@ def _tiny_plan(root: Path, batch_tokens: int):
         p.numel() for p in AutoModelForCausalLM.from_pretrained(root / "base").parameters()
     )
     shape = ModelShape.from_config(config, n_params, 8)  # the spec's float64
+    # Six unique examples, of which the three evals are kept.
     return shape, plan_memory(
-        shape, GradientWorkload(6, 4, ("down_proj", "up_proj"), 2), batch_tokens
+        shape, GradientWorkload(6, 4, ("down_proj", "up_proj"), 2, n_kept=3), batch_tokens
     )
 
 
@@ -45,7 +46,7 @@ def test_the_plan_is_logged_and_max_memory_picks_the_batch_budget(tmp_path, capl
     # Room for a batch of 64 tokens but not 65: the study must batch under 64 padded tokens.
     limit = (
         at_64.peak
-        + plan_memory(shape, GradientWorkload(6, 4, ("down_proj", "up_proj"), 2), 65).peak
+        + plan_memory(shape, GradientWorkload(6, 4, ("down_proj", "up_proj"), 2, n_kept=3), 65).peak
     ) / 2
     spec = _with(root, "fit.yaml", max_memory_gb=limit / _GIB)
     calls = _count_engine_calls(monkeypatch)

@@ -266,16 +266,18 @@ class _CheckpointGram:
         missing = procs.share_ints(missing)
         self.computed += len(missing)
         if missing:
-            computed = self._gather(missing)
-            if procs.is_main:
-                position = {row: p for p, row in enumerate(job.kept)}
-                for index, row in computed.items():
-                    if index in position:
-                        if kept is None:
-                            kept = row.new_empty((len(job.kept), len(row)))
-                        kept[position[index]] = row
-                    else:
-                        self.extra[index] = row
+            position = {row: p for p, row in enumerate(job.kept)}
+
+            def place(index: int, row: torch.Tensor) -> None:
+                nonlocal kept
+                if index not in position:
+                    self.extra[index] = row.clone()  # not a view that holds its whole batch
+                    return
+                if kept is None:
+                    kept = row.new_empty((len(job.kept), len(row)))
+                kept[position[index]] = row
+
+            self._gather(missing, place)
         if not procs.is_main:
             return None
         self.dim = kept.shape[1]
@@ -416,32 +418,37 @@ class _CheckpointGram:
         self.on_rows(len(batch))
         return indices, rows
 
-    def _gather(self, sequences: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Compute ``sequences`` in batches dealt to the ranks; rank 0 gets every row."""
+    def _gather(self, sequences: Sequence[int], place: Callable[[int, torch.Tensor], None]) -> None:
+        """Compute ``sequences`` in batches dealt to the ranks; rank 0 places every Gram row.
+
+        Rank 0 places its own rows batch by batch; each other rank sends its share at once.
+        """
         job, procs = self.job, self.job.processes
         batches = self._batches(sequences)
         mine = self._share(batches, "kept")
-        results = [self._compute(batch) for batch in mine]
         by_sequence = rows_by_sequence(job.rows, len(job.sequences))
         places = [[r for i in b for r, _ in by_sequence[i]] for b in batches]
         counts = [sum(len(p) for p in procs.shard(places, r)) for r in range(procs.world_size)]
-        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0] or self.dim
-        own = (
-            torch.cat([rows for _, rows in results])
-            if results
-            else torch.empty((0, self.dim), dtype=job.row_dtype, device=procs.device)
-        )
+        own, offset = None, 0
+        for batch in mine:
+            indices, rows = self._compute(batch)
+            if procs.is_main:
+                for index, row in zip(indices, rows, strict=True):
+                    place(index, row)
+                continue
+            if own is None:
+                own = rows.new_empty((counts[procs.rank], rows.shape[1]))
+            own[offset : offset + len(rows)] = rows
+            offset += len(rows)
+        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0]
+        if own is None:
+            own = torch.empty((0, self.dim), dtype=job.row_dtype, device=procs.device)
         received = procs.collect_rows(own, counts)
-        if not procs.is_main:
-            return {}
-        gathered = {
-            i: row for indices, rows in results for i, row in zip(indices, rows, strict=True)
-        }
         for rank, rows in enumerate(received, start=1):
-            indices = [i for place in procs.shard(places, rank) for i in place]
-            gathered.update(zip(indices, rows, strict=True))
+            indices = [i for batch_rows in procs.shard(places, rank) for i in batch_rows]
+            for index, row in zip(indices, rows, strict=True):
+                place(index, row)
             self.on_rows(len({job.rows[i][0] for i in indices}))
-        return gathered
 
 
 def _fill(gram: torch.Tensor, kept: Sequence[int], row: int, values: torch.Tensor) -> None:

@@ -40,6 +40,7 @@ def plan_batch_tokens(
     checkpoint: Checkpoint,
     n_examples: int,
     device: torch.device,
+    n_kept: int | None = None,
 ) -> int:
     """Log the study's memory plan and return the batch token budget to use.
 
@@ -47,14 +48,15 @@ def plan_batch_tokens(
         spec: The study; ``batch_tokens`` wins over ``max_memory_gb``.
         states: The base model, to be put in ``checkpoint``'s state for its LoRA shapes.
         checkpoint: The first checkpoint (every checkpoint has been checked to match it).
-        n_examples: Gram rows (gradients) computed and kept at a checkpoint.
+        n_examples: Gram rows (gradients) computed at a checkpoint.
+        n_kept: Rows kept in memory (the eval rows); None: all of them.
         device: The study's device.
 
     Raises:
         InputError: ``max_memory_gb`` cannot hold even a one-token batch (names the key), or it is
             set for a study the plan does not model.
     """
-    shapes = _shapes(spec, states, checkpoint, n_examples)
+    shapes = _shapes(spec, states, checkpoint, n_examples, n_kept)
     if shapes is None:
         if spec.max_memory_gb is not None and spec.batch_tokens is None:
             raise spec_key_error(
@@ -76,7 +78,11 @@ def plan_batch_tokens(
 
 
 def _shapes(
-    spec: StudySpec, states: ModelStates, checkpoint: Checkpoint, n_examples: int
+    spec: StudySpec,
+    states: ModelStates,
+    checkpoint: Checkpoint,
+    n_examples: int,
+    n_kept: int | None,
 ) -> tuple[ModelShape, GradientWorkload] | None:
     """What the plan needs, or None where the model is not one the plan models."""
     if checkpoint.kind != CHECKPOINT_KIND_ADAPTER:
@@ -93,6 +99,7 @@ def _shapes(
         ranks.pop(),
         tuple(sorted(layers)),
         batch_examples=spec.batch_size,
+        n_kept=n_kept,
         projection_dim=spec.projection_dim,
     )
     try:

@@ -221,7 +221,9 @@ def _prepare(
         row_settings=RowSettings(settings.projection, spec.preconditioner),
         pad_id=tokenizer.pad_token_id,
         max_examples=spec.batch_size,
-        max_tokens=plan_batch_tokens(spec, states, checkpoints[0], len(rows), procs.device),
+        max_tokens=plan_batch_tokens(
+            spec, states, checkpoints[0], len(rows), procs.device, n_kept=len(kept)
+        ),
         row_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
         processes=procs,
         caches={}
