@@ -382,3 +382,21 @@ def test_checkpoint_that_does_not_fit_the_model(study_dir, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("swiftstudy: error: ") and "checkpoint-30" in err
     assert not out.exists()
+
+
+def test_probes_are_streamed_against_the_kept_evals(study_dir: Path, monkeypatch):
+    """No dot product ever sees all examples' gradients at once: the three evals are kept, each
+    probe batch is multiplied with them and dropped."""
+    import swiftstudy.study.grams as grams_module
+
+    real, shapes = grams_module.compute_dot_products, []
+
+    def recorded(left, right=None, **kwargs):
+        shapes.append((left.shape[0], None if right is None else right.shape[0]))
+        return real(left, right, **kwargs)
+
+    monkeypatch.setattr(grams_module, "compute_dot_products", recorded)
+    run_study(study_dir / "study.yaml", study_dir / "out", cache=False, progress=False)
+    # Per checkpoint: the evals' Gram block, then each probe batch (2 + 1) against the evals and
+    # its own norms.
+    assert shapes == [(3, None), (2, 3), (2, None), (1, 3), (1, None)] * 2
