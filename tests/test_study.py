@@ -85,6 +85,14 @@ def build_study_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def edit_spec(root: Path, name: str, **changes) -> Path:
+    """Write ``root/name``: ``root/study.yaml`` with top-level keys changed; return its path."""
+    spec = yaml.safe_load((root / "study.yaml").read_text())
+    spec.update(changes)
+    (root / name).write_text(yaml.safe_dump(spec, allow_unicode=True))
+    return root / name
+
+
 def assert_same_tables(got: Path, expected: Path, *, rel: float) -> None:
     """The table files of two result folders agree: text exactly, numbers to ``rel``."""
     assert (got / "tokens.jsonl").read_bytes() == (expected / "tokens.jsonl").read_bytes()

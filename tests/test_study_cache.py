@@ -18,7 +18,7 @@ from conftest import build_tiny_llama, build_tiny_tokenizer
 from swiftstudy.cli.main import main
 from swiftstudy.study import StudyWork, run_study
 from swiftstudy.study.cache import GradientCache, GradientSettings, example_digest
-from test_study import COT, assert_same_tables, build_study_dir
+from test_study import COT, assert_same_tables, build_study_dir, edit_spec
 
 EXTRA = [
     {"prompt": "Spell the number 7.", "response": "seven", "task": "add"},
@@ -46,13 +46,6 @@ def _engine_examples(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(grams_module, "compute_gradients", counted)
     return calls
-
-
-def _edit_spec(root: Path, name: str, **changes) -> Path:
-    spec = yaml.safe_load((root / "study.yaml").read_text())
-    spec.update(changes)
-    (root / name).write_text(yaml.safe_dump(spec, allow_unicode=True))
-    return root / name
 
 
 def _cache_rows(cache: Path) -> list[Path]:
@@ -108,12 +101,10 @@ def test_changes_that_change_a_gradient_invalidate_exactly_those_entries(
         return work
 
     # Settings that only move the cache or batch differently: nothing recomputed.
-    spec = _edit_spec(study_dir, "batches.yaml", batch_size=1, cache_max_gradient_mb=1)
+    spec = edit_spec(study_dir, "batches.yaml", batch_size=1, cache_max_gradient_mb=1)
     assert rerun(spec, "batches") == StudyWork(cached=12)
     # Another dtype: every gradient.
-    assert rerun(_edit_spec(study_dir, "f32.yaml", dtype="float32"), "f32") == StudyWork(
-        computed=12
-    )
+    assert rerun(edit_spec(study_dir, "f32.yaml", dtype="float32"), "f32") == StudyWork(computed=12)
     # One example's tokens: that example at both checkpoints.
     (study_dir / "cot.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in [{**COT[0], "response": "Four."}, *COT[1:]])
@@ -148,7 +139,7 @@ def test_gradient_settings_key_every_field():
 
 
 def test_cache_location_spec_then_environment_then_user_folder(study_dir: Path, monkeypatch):
-    spec = _edit_spec(study_dir, "located.yaml", cache_dir="from-spec")
+    spec = edit_spec(study_dir, "located.yaml", cache_dir="from-spec")
     run_study(spec, study_dir / "a", progress=False)
     assert len(_cache_rows(study_dir / "from-spec")) == 12
     assert not (study_dir / "cache").exists()
@@ -181,7 +172,7 @@ def test_no_cache_neither_reads_nor_writes(study_dir: Path, monkeypatch, capsys)
 
 
 def test_rows_over_the_size_limit_keep_their_dot_products(study_dir: Path, caplog, monkeypatch):
-    spec = _edit_spec(study_dir, "small.yaml", cache_max_gradient_mb=0)
+    spec = edit_spec(study_dir, "small.yaml", cache_max_gradient_mb=0)
     run_study(spec, study_dir / "first", progress=False)
     assert "exceed cache_max_gradient_mb" in caplog.text
     assert _cache_rows(study_dir / "cache") == []
@@ -250,7 +241,7 @@ def test_entry_of_another_key_is_not_used(tmp_path: Path, caplog):
 def test_two_studies_sharing_a_cache_at_once(study_dir: Path):
     """Two processes fill one cache at the same time: both results and every entry are right."""
     command = [sys.executable, "-m", "swiftstudy", "-q", "study", "--no-progress"]
-    spec = _edit_spec(study_dir, "one.yaml", batch_size=1)
+    spec = edit_spec(study_dir, "one.yaml", batch_size=1)
     runs = [
         subprocess.Popen(
             [*command, str(path), "--out", str(study_dir / out)],
@@ -285,7 +276,7 @@ def test_a_cache_folder_that_cannot_be_written_is_refused_or_skipped(study_dir, 
     # Unwritable once the study runs (here: the gradients folder is a file): logged, not fatal.
     (study_dir / "blocked").mkdir()
     (study_dir / "blocked" / "gradients").write_text("")
-    spec = _edit_spec(study_dir, "blocked.yaml", cache_dir="blocked")
+    spec = edit_spec(study_dir, "blocked.yaml", cache_dir="blocked")
     result = run_study(spec, study_dir / "blocked-out", progress=False)
     assert result.work == StudyWork(computed=12)
     assert "cannot write the gradient cache" in caplog.text

@@ -20,7 +20,7 @@ from swiftstudy.cli.main import main
 from swiftstudy.data import load_examples, tokenize_examples
 from swiftstudy.gradients import compute_naive_gradients, rademacher_rows
 from swiftstudy.study import StudyWork, run_study
-from test_study import assert_same_tables, build_study_dir
+from test_study import assert_same_tables, build_study_dir, edit_spec
 from test_study_distributed import _torchrun
 
 BETAS, EPS = (0.9, 0.999), 1e-8
@@ -84,13 +84,6 @@ def _reference(root: Path, step: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _edit(root: Path, name: str, **changes) -> Path:
-    spec = yaml.safe_load((root / "study.yaml").read_text())
-    spec.update(changes)
-    (root / name).write_text(yaml.safe_dump(spec, allow_unicode=True))
-    return root / name
-
-
 def _relinf(out: Path) -> dict[tuple[int, int, int], dict[str, float]]:
     return {
         (int(r["step"]), int(r["probe_id"]), int(r["eval_id"])): {
@@ -121,7 +114,7 @@ def _check(out: Path, root: Path, probe_key: str, projection: tuple[int, int] | 
 
 
 def test_projected_study_equals_the_projected_reference(study_dir: Path):
-    spec = _edit(study_dir, "projected.yaml", projection_dim=64, projection_seed=5)
+    spec = edit_spec(study_dir, "projected.yaml", projection_dim=64, projection_seed=5)
     result = run_study(spec, study_dir / "projected", progress=False)
     assert result.work == StudyWork(computed=12)
     _check(study_dir / "projected", study_dir, "cot", (64, 5))
@@ -140,7 +133,7 @@ def test_projected_study_equals_the_projected_reference(study_dir: Path):
     again = run_study(spec, study_dir / "again", progress=False)
     assert again.work == StudyWork(cached=12)
     assert_same_tables(study_dir / "again", study_dir / "projected", rel=0)
-    other = _edit(study_dir, "seed.yaml", projection_dim=64, projection_seed=6)
+    other = edit_spec(study_dir, "seed.yaml", projection_dim=64, projection_seed=6)
     assert run_study(other, study_dir / "seed", progress=False).work == StudyWork(computed=12)
     exact = run_study(study_dir / "study.yaml", study_dir / "exact", progress=False)
     assert exact.work == StudyWork(computed=12)
@@ -152,7 +145,7 @@ def test_projected_study_equals_the_projected_reference(study_dir: Path):
 
 
 def test_adam_study_preconditions_probes_only(study_dir: Path):
-    spec = _edit(study_dir, "adam.yaml", preconditioner="adam")
+    spec = edit_spec(study_dir, "adam.yaml", preconditioner="adam")
     result = run_study(spec, study_dir / "adam", progress=False)
     assert result.work == StudyWork(computed=12)
     _check(study_dir / "adam", study_dir, "cot_adam", None)
@@ -180,14 +173,14 @@ def test_adam_study_preconditions_probes_only(study_dir: Path):
 
 
 def test_adam_and_projection_together(study_dir: Path):
-    spec = _edit(study_dir, "both.yaml", preconditioner="adam", projection_dim=32)
+    spec = edit_spec(study_dir, "both.yaml", preconditioner="adam", projection_dim=32)
     run_study(spec, study_dir / "both", progress=False)
     _check(study_dir / "both", study_dir, "cot_adam", (32, 0))
 
 
 def test_adam_without_optimizer_state_is_refused(study_dir: Path, capsys):
     (study_dir / "run" / "checkpoint-20" / "optimizer.pt").unlink()
-    spec = _edit(study_dir, "adam.yaml", preconditioner="adam")
+    spec = edit_spec(study_dir, "adam.yaml", preconditioner="adam")
     out = study_dir / "out"
     assert main(["study", str(spec), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -205,7 +198,7 @@ def test_adam_without_optimizer_state_is_refused(study_dir: Path, capsys):
     ],
 )
 def test_bad_settings_name_their_key(study_dir: Path, capsys, changes, expected):
-    spec = _edit(study_dir, "bad.yaml", **changes)
+    spec = edit_spec(study_dir, "bad.yaml", **changes)
     assert main(["study", str(spec), "--out", str(study_dir / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "bad.yaml:" in err and expected in err
@@ -213,7 +206,7 @@ def test_bad_settings_name_their_key(study_dir: Path, capsys, changes, expected)
 
 @pytest.mark.slow
 def test_two_processes_with_adam_and_projection(study_dir: Path):
-    spec = _edit(study_dir, "both.yaml", preconditioner="adam", projection_dim=32)
+    spec = edit_spec(study_dir, "both.yaml", preconditioner="adam", projection_dim=32)
     run_study(spec, study_dir / "single", cache=False, progress=False)
     env = {**os.environ, "SWIFTSTUDY_CACHE": str(study_dir / "ddp-cache")}
     _torchrun(spec, study_dir / "ddp", env)

@@ -198,6 +198,7 @@ class _CheckpointGram:
     _work: _BatchWork | None = field(default=None, repr=False)
 
     def compute(self) -> tuple[torch.Tensor, int, StudyWork]:
+        """The Gram matrix (NaN between streamed rows), the row dimension, the work done."""
         job, procs = self.job, self.job.processes
         n, n_rows = len(job.sequences), len(job.rows)
         saved = job.partial.load(self.key.gram) if procs.is_main else None
@@ -213,8 +214,8 @@ class _CheckpointGram:
         dots = self._read_dots() if procs.is_main else {}
         lacking = procs.share_ints([n_rows - len(dots)] if procs.is_main else None)[0]
         if lacking:
-            kept = self._kept_rows(gram, dots)
-            self._streamed_rows(gram, dots, kept)
+            kept = self._kept_rows(dots)
+            self._streamed_rows(dots, kept)
             del kept
         if procs.is_main:
             for row, values in dots.items():
@@ -255,8 +256,8 @@ class _CheckpointGram:
 
     # -- step 3: the kept rows ------------------------------------------------------------------
 
-    def _kept_rows(self, gram: torch.Tensor, dots: dict[int, torch.Tensor]) -> torch.Tensor | None:
-        """The kept rows on rank 0 (None elsewhere); fills their Gram block and dot products.
+    def _kept_rows(self, dots: dict[int, torch.Tensor]) -> torch.Tensor | None:
+        """The kept rows on rank 0 (None elsewhere); puts their dot products in ``dots``.
 
         Rows of other variants computed on the way (an eval example's Adam row) wait in
         ``self.extra`` for step 4.
@@ -316,9 +317,7 @@ class _CheckpointGram:
 
     # -- step 4: the streamed rows --------------------------------------------------------------
 
-    def _streamed_rows(
-        self, gram: torch.Tensor, dots: dict[int, torch.Tensor], kept: torch.Tensor | None
-    ) -> None:
+    def _streamed_rows(self, dots: dict[int, torch.Tensor], kept: torch.Tensor | None) -> None:
         """Dot products of every streamed row lacking them, into ``dots`` (rank 0)."""
         job, procs = self.job, self.job.processes
         missing = None
