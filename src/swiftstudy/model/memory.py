@@ -34,7 +34,7 @@ from typing import Any
 from swiftstudy.errors import InputError
 
 #: Columns ``scores.compute_dot_products`` converts to float64 at once (``DOT_CHUNK_COLUMNS``).
-DOT_CHUNK_COLUMNS = 1 << 20
+DOT_CHUNK_COLUMNS = 1 << 16
 #: Bytes of a LoRA weight or gradient element: float32 whatever the model's dtype.
 _FLOAT32 = 4
 _FLOAT64 = 8
