@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -404,7 +405,14 @@ def test_probes_are_streamed_against_the_kept_evals(study_dir: Path, monkeypatch
         return real(left, right, **kwargs)
 
     monkeypatch.setattr(grams_module, "compute_dot_products", recorded)
-    run_study(study_dir / "study.yaml", study_dir / "out", cache=False, progress=False)
+    run_study(study_dir / "study.yaml", study_dir / "out", progress=False)
     # Per checkpoint: the evals' Gram block, then each probe batch (2 + 1) against the evals and
     # its own norms.
-    assert shapes == [(3, None), (2, 3), (2, None), (1, 3), (1, None)] * 2
+    streamed = [(3, None), (2, 3), (2, None), (1, 3), (1, None)] * 2
+    assert shapes == streamed
+    # Rows read back from the cache (their dot products deleted) are read a batch at a time too.
+    for entry in (study_dir / "cache").rglob("dots"):
+        shutil.rmtree(entry)
+    shapes.clear()
+    rerun = run_study(study_dir / "study.yaml", study_dir / "again", progress=False)
+    assert rerun.work == StudyWork(cached=12) and shapes == streamed

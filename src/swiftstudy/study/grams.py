@@ -324,16 +324,20 @@ class _CheckpointGram:
         if procs.is_main:
             kept_set = set(job.kept)
             lacking = [i for i in range(len(job.rows)) if i not in dots and i not in kept_set]
-            found = {i: row for i, row in self.extra.items() if i in set(lacking)}
-            still = [i for i in lacking if i not in found]
-            rows, unread = self._read_rows(still) if still else (None, [])
-            for position, index in enumerate(still):
-                if job.rows[index][0] not in unread:
-                    found[index] = rows[position]
-            fresh = {i: self._dots(row[None], kept)[0] for i, row in found.items()}
-            dots.update(fresh)
-            self._save_dots(fresh)
-            missing = unread
+            extra = [i for i in lacking if i in self.extra]
+            if extra:
+                self._take_dots(dots, extra, torch.stack([self.extra[i] for i in extra]), kept)
+            still = [i for i in lacking if i not in self.extra]
+            unread = set()
+            # Rows found in the cache, a batch's worth at a time: never all probes at once.
+            for start in range(0, len(still), job.max_examples):
+                chunk = still[start : start + job.max_examples]
+                rows, chunk_unread = self._read_rows(chunk)
+                unread.update(chunk_unread)
+                found = [p for p, i in enumerate(chunk) if job.rows[i][0] not in chunk_unread]
+                if found:
+                    self._take_dots(dots, [chunk[p] for p in found], rows[found], kept)
+            missing = sorted(unread)
         self.extra = {}
         missing = procs.share_ints(missing)
         self.computed += len(missing)
@@ -373,6 +377,18 @@ class _CheckpointGram:
             for index, row in zip(indices, values.cpu(), strict=True):
                 dots[index] = row
             self.on_rows(len({job.rows[i][0] for i in indices}))
+
+    def _take_dots(
+        self,
+        dots: dict[int, torch.Tensor],
+        indices: Sequence[int],
+        rows: torch.Tensor,
+        kept: torch.Tensor,
+    ) -> None:
+        """Put the dot products of Gram rows ``indices`` (values ``rows``) in ``dots``, cached."""
+        fresh = dict(zip(indices, self._dots(rows, kept), strict=True))
+        dots.update(fresh)
+        self._save_dots(fresh)
 
     def _dots(self, rows: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
         """``(B, K + 1)`` float64: each row's dot products with the kept rows, then its sqnorm."""
