@@ -1,27 +1,25 @@
 """What the report says, section by section, built from an analysis and its saved figures.
 
 Sections: the question and key findings, the verdict table and comparisons, the figures, the pairs,
-the diagnostics, the set-up (model, checkpoints, sets), the method and rules, and how to reproduce.
+the diagnostics; then the reference sections from ``reference``: the set-up (model, gradients,
+checkpoints, sets), the method and rules, and how to reproduce.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from swiftstudy.constants import (
     CONCENTRATION_TOP_FRACTION,
-    CONFIG_YAML,
     CONTEXT_IN_TASK,
     VERDICT_NEGATIVE,
     VERDICT_NO_INTERVAL,
     VERDICT_POSITIVE,
 )
-from swiftstudy.report.analysis import INTERVAL_METHOD, NO_NORMS_NOTE, RULES, ReportAnalysis
+from swiftstudy.report.analysis import NO_NORMS_NOTE, RULES, ReportAnalysis
 from swiftstudy.report.document import (
     TONE_MUTED,
     TONE_NEGATIVE,
@@ -32,8 +30,6 @@ from swiftstudy.report.document import (
     Block,
     Bullets,
     Cell,
-    CodeBlock,
-    Definitions,
     Document,
     FigureBlock,
     Notice,
@@ -41,7 +37,8 @@ from swiftstudy.report.document import (
     Section,
     Table,
 )
-from swiftstudy.scores import BootstrapSettings, Comparison, Estimate, MetricStatistics, Trend
+from swiftstudy.report.reference import build_method, build_reproduce, build_setup
+from swiftstudy.scores import Comparison, Estimate, MetricStatistics, Trend
 
 _TONES = {
     VERDICT_POSITIVE: TONE_POSITIVE,
@@ -49,14 +46,6 @@ _TONES = {
     VERDICT_NO_INTERVAL: TONE_MUTED,
 }
 _TRENDS = {VERDICT_POSITIVE: "rising", VERDICT_NEGATIVE: "falling"}
-_PROVENANCE = {
-    "swiftstudy_version": "swiftstudy",
-    "git_sha": "Git commit",
-    "created": "Study run at",
-    "torch_version": "PyTorch",
-    "transformers_version": "Transformers",
-    "peft_version": "PEFT",
-}
 #: A rank correlation above this is called strong in the diagnostics.
 _STRONG_CORRELATION = 0.5
 
@@ -88,9 +77,9 @@ def build_document(analysis: ReportAnalysis, figures: ReportFigures) -> Document
         Section("figures", "Metrics by step", (*figures.metrics_by_step, _step_table(analysis))),
         Section("pairs", "Pairs", _pairs_intro() + figures.heatmaps + figures.distributions),
         _diagnostics(analysis, figures.gradient_norms),
-        _setup(analysis),
-        _method(analysis),
-        _reproduce(analysis),
+        build_setup(analysis),
+        build_method(analysis),
+        build_reproduce(analysis),
     )
     return Document("Swift study report", subtitle, sections)
 
@@ -533,159 +522,3 @@ def _norms_summary(analysis: ReportAnalysis) -> Paragraph:
     if strong:
         text += f" Norms rise with length within {_names([n.set for n in strong])} (ρ > 0.5)."
     return Paragraph(text)
-
-
-def _gradient_columns(checkpoint: dict) -> str:
-    """The checkpoint table's gradient columns: exact, or the projection's k."""
-    if isinstance(checkpoint.get("gradient_dim"), int):
-        return f"{checkpoint['gradient_dim']:,}"
-    if isinstance(checkpoint.get("row_dim"), int):
-        return f"{checkpoint['row_dim']:,} (projected)"
-    return ""
-
-
-def _describe_projection(projection: object) -> str:
-    if not isinstance(projection, dict):
-        return "exact"
-    bound = float(projection.get("relative_error_bound", float("nan")))
-    return (
-        f"Rademacher random projection to k = {projection.get('dim'):,} dimensions (seed "
-        f"{projection.get('seed')}): each dot product ⟨a, b⟩ is unbiased, with a standard error "
-        f"of at most √(2/k)·|a||b| = {100 * bound:.2g}% of |a||b|"
-    )
-
-
-def _describe_preconditioner(preconditioner: object) -> str:
-    if preconditioner != "adam":
-        return "raw gradients"
-    return (
-        "Adam update directions u(z) from each checkpoint's optimizer state (as LESS); "
-        "RelInf = ⟨u(z), ∇ℓ(z0)⟩ / ⟨∇ℓ(z0), ∇ℓ(z0)⟩, not on the scale of raw-gradient RelInf"
-    )
-
-
-def _setup(analysis: ReportAnalysis) -> Section:
-    tables = analysis.tables
-    spec = tables.config["spec"]
-    roles: dict[str, list[str]] = {}
-    for metric in tables.metrics:
-        roles.setdefault(metric.probes, []).append("probes")
-        roles.setdefault(metric.evals, []).append("evals")
-    set_rows = []
-    for name, examples in tables.examples.items():
-        tokens = sorted(e.n_completion_tokens for e in examples)
-        median = statistics.median(tokens)
-        path = (spec.get("sets") or {}).get(name, {}).get("path", "")
-        set_rows.append(
-            (
-                Cell(f"`{name}`"),
-                Cell(", ".join(dict.fromkeys(roles.get(name, ["unused"])))),
-                Cell(str(len(examples))),
-                Cell(str(len({e.task for e in examples}))),
-                Cell(f"{median:g} ({tokens[0]}–{tokens[-1]})"),
-                Cell(f"`{path}`"),
-            )
-        )
-    checkpoint_rows = tuple(
-        (
-            Cell(str(c.get("step"))),
-            Cell(str(c.get("kind", ""))),
-            Cell(f"`{c.get('path', '')}`"),
-            Cell(f"`{str(c.get('sha256', ''))[:12]}`"),
-            Cell(_gradient_columns(c)),
-        )
-        for c in tables.config.get("checkpoints") or ()
-    )
-    blocks: tuple[Block, ...] = (
-        Definitions(
-            (
-                ("Model", f"`{spec.get('model')}`"),
-                ("Compute dtype", f"`{spec.get('dtype')}` on `{spec.get('device')}`"),
-                ("Longest example", f"{spec.get('max_length')} tokens"),
-                ("Gradients", _describe_projection(tables.config.get("projection"))),
-                ("Probe gradients", _describe_preconditioner(spec.get("preconditioner"))),
-            )
-        ),
-        Paragraph("**Checkpoints.**"),
-        Table(
-            ("Step", "Kind", "Path", "SHA-256", "Gradient columns"),
-            checkpoint_rows,
-            id="checkpoint-table",
-            numeric=frozenset({0, 4}),
-        ),
-        Paragraph("**Sets.** Completion tokens are the tokens in the loss."),
-        Table(
-            ("Set", "Role", "Examples", "Tasks", "Completion tokens: median (range)", "File"),
-            tuple(set_rows),
-            id="set-table",
-            numeric=frozenset({2, 3, 4}),
-        ),
-        Paragraph("**Metrics.**"),
-        Table(
-            ("Metric", "Probes", "Evals", "Context"),
-            tuple(
-                (Cell(m.name), Cell(f"`{m.probes}`"), Cell(f"`{m.evals}`"), Cell(m.context))
-                for m in tables.metrics
-            ),
-            id="metric-table",
-        ),
-    )
-    return Section("setup", "Set-up", blocks)
-
-
-def _method(analysis: ReportAnalysis) -> Section:
-    settings = analysis.statistics.settings
-    items = (
-        (
-            "RelInf",
-            "RelInf(z, z₀) = ⟨∇ℓ(z), ∇ℓ(z₀)⟩ / ⟨∇ℓ(z₀), ∇ℓ(z₀)⟩, with ℓ the summed completion "
-            "NLL: how much a gradient step on probe z lowers the loss of evaluation example z₀, "
-            "relative to a step on z₀ itself.",
-        ),
-        (
-            "Metric",
-            "the mean RelInf over the metric's pairs: in-task pairs share a task, cross-task "
-            "pairs do not; evaluation examples with a zero gradient are left out.",
-        ),
-        ("Interval", INTERVAL_METHOD.format(**settings.__dict__)),
-        ("Verdict", RULES["verdict"] + "."),
-        ("Overall verdict", RULES["overall"] + "."),
-        ("Checkpoints with CI > 0", RULES["fraction_positive"] + "."),
-        ("Trend", RULES["trend"] + "."),
-        ("Overtake", RULES["overtake"] + "."),
-        ("Comparison", RULES["comparison"] + "."),
-        ("Few pairs", RULES["concentration"] + "."),
-        ("Gradient norms", RULES["gradient_norms"] + "."),
-    )
-    return Section("method", "Method and rules", (Definitions(items),))
-
-
-def _reproduce(analysis: ReportAnalysis) -> Section:
-    tables = analysis.tables
-    config = tables.config
-    command = config.get("command") or "(not recorded: the study was run from Python)"
-    provenance = tuple(
-        (label, f"`{config[key]}`")
-        for key, label in _PROVENANCE.items()
-        if config.get(key) is not None
-    )
-    settings = analysis.statistics.settings
-    rerender = f"swiftstudy report {tables.out_dir}"
-    if settings != BootstrapSettings():
-        rerender += (
-            f" --resamples {settings.n_resamples} --seed {settings.seed} --level {settings.level:g}"
-        )
-    blocks: tuple[Block, ...] = (
-        Paragraph("The command that produced these results:"),
-        CodeBlock(str(command), "bash"),
-        Paragraph("Re-render this report from the saved tables (no gradients are recomputed):"),
-        CodeBlock(rerender, "bash"),
-        Definitions(provenance),
-        Paragraph(f"The resolved config (`{CONFIG_YAML}`):"),
-        CodeBlock(_config_text(tables.out_dir), "yaml"),
-    )
-    return Section("reproduce", "Reproduce", blocks)
-
-
-def _config_text(out_dir: Path) -> str:
-    return (out_dir / CONFIG_YAML).read_text(encoding="utf-8").rstrip("\n")
