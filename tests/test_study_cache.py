@@ -182,6 +182,15 @@ def test_rows_over_the_size_limit_keep_their_dot_products(study_dir: Path, caplo
     again = run_study(spec, study_dir / "again", progress=False)
     assert again.work == StudyWork(cached=12) and calls == []
     assert_same_tables(study_dir / "again", study_dir / "first", rel=0)
+    # The gradient dimension is recorded though no gradient was read.
+    dims = [
+        [
+            c["gradient_dim"]
+            for c in yaml.safe_load((study_dir / out / "config.yaml").read_text())["checkpoints"]
+        ]
+        for out in ("first", "again")
+    ]
+    assert dims[0] == dims[1] == [1280, 1280]
     # A new probe set over the same evals: the evals (no rows kept) and the new probes only.
     (study_dir / "extra.jsonl").write_text("".join(json.dumps(r) + "\n" for r in EXTRA))
     more = yaml.safe_load(spec.read_text())

@@ -206,22 +206,32 @@ class GradientCache:
         Safe while other processes write: a file is either absent or complete.
         """
         example = example_digest(sequence)
-        path = self.path(checkpoint, example)
-        return self._load(path, "gradient", self._metadata(checkpoint, example))
+        loaded = self._load(
+            self.path(checkpoint, example), "gradient", self._metadata(checkpoint, example)
+        )
+        return None if loaded is None else loaded[0]
 
     def load_dots(
         self, checkpoint: str, evals: str, sequence: TokenSequence
-    ) -> torch.Tensor | None:
+    ) -> tuple[torch.Tensor, int] | None:
         """The cached dot products of ``sequence``'s row with the kept rows ``evals``, or None.
 
         Returns:
-            float64: the dot product with each kept row, then the row's squared norm.
+            float64: the dot product with each kept row, then the row's squared norm; and the
+            row's dimension.
         """
         example = example_digest(sequence)
         path = self.dots_path(checkpoint, evals, example)
-        return self._load(path, "dots", self._metadata(checkpoint, example, evals))
+        loaded = self._load(path, "dots", self._metadata(checkpoint, example, evals))
+        if loaded is None or not loaded[1].get("dim", "").isdigit():
+            return None
+        return loaded[0], int(loaded[1]["dim"])
 
-    def _load(self, path: Path, name: str, expected: dict[str, str]) -> torch.Tensor | None:
+    def _load(
+        self, path: Path, name: str, expected: dict[str, str]
+    ) -> tuple[torch.Tensor, dict[str, str]] | None:
+        """Tensor ``name`` of the file at ``path`` and the file's metadata, or None (missing,
+        unreadable, or of another key)."""
         try:
             tensors, metadata = _read_safetensors(path)
             row = tensors[name]
@@ -237,7 +247,7 @@ class GradientCache:
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # its time is its last use: prune_gradient_cache keeps it longest
-        return row
+        return row, metadata
 
     def save(self, checkpoint: str, rows: Sequence[tuple[TokenSequence, torch.Tensor]]) -> None:
         """Store rows not stored yet (or found damaged), never failing the study.
@@ -248,39 +258,47 @@ class GradientCache:
         """
         self._save(
             [
-                (self.path(checkpoint, example), "gradient", row, (checkpoint, example))
+                (
+                    self.path(checkpoint, example),
+                    "gradient",
+                    row,
+                    self._metadata(checkpoint, example),
+                )
                 for example, row in ((example_digest(s), r) for s, r in rows)
             ]
         )
 
     def save_dots(
-        self, checkpoint: str, evals: str, rows: Sequence[tuple[TokenSequence, torch.Tensor]]
+        self,
+        checkpoint: str,
+        evals: str,
+        rows: Sequence[tuple[TokenSequence, torch.Tensor]],
+        dim: int,
     ) -> None:
-        """Store rows' dot products with the kept rows ``evals`` (see :meth:`load_dots`)."""
+        """Store rows' dot products with the kept rows ``evals``, and the rows' dimension ``dim``
+        (see :meth:`load_dots`)."""
         self._save(
             [
                 (
                     self.dots_path(checkpoint, evals, example),
                     "dots",
                     dots,
-                    (checkpoint, example, evals),
+                    {**self._metadata(checkpoint, example, evals), "dim": str(dim)},
                 )
                 for example, dots in ((example_digest(s), d) for s, d in rows)
             ]
         )
 
-    def _save(self, entries: Sequence[tuple[Path, str, torch.Tensor, tuple[str, ...]]]) -> None:
+    def _save(self, entries: Sequence[tuple[Path, str, torch.Tensor, dict[str, str]]]) -> None:
         if self._write_error is not None:
             return
         pending: list[tuple[Path, Path]] = []
         try:
-            for path, name, row, key in entries:
+            for path, name, row, metadata in entries:
                 if path.is_file() and path not in self._damaged:
                     continue
                 self._sweep(path.parent.parent)
-                data = save(
-                    {name: row.detach().to("cpu").contiguous()}, metadata=self._metadata(*key)
-                )
+                data = save({name: row.detach().to("cpu").contiguous()}, metadata=metadata)
                 pending.append((_write_temporary(path, data), path))
                 self.written_bytes += len(data)
             for tmp, path in pending:

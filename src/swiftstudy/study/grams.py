@@ -29,9 +29,10 @@ been computed beside other examples, and differ from a fresh one in the last bit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -134,6 +135,41 @@ class GramJob:
     caches: dict[str, GradientCache]
     partial: PartialGrams
 
+    @functools.cached_property
+    def kept_digest(self) -> str:
+        """SHA-256 of the kept rows (their examples and variants, in order): the key of dot
+        products with them."""
+        digest = hashlib.sha256()
+        for index in self.kept:
+            sequence, variant = self.rows[index]
+            digest.update(f"{variant}:{example_digest(self.sequences[sequence])};".encode())
+        return digest.hexdigest()
+
+    @functools.cached_property
+    def rows_of_sequence(self) -> list[list[tuple[int, str]]]:
+        """For each example, its ``(row index, variant)`` pairs in row order."""
+        return rows_by_sequence(self.rows, len(self.sequences))
+
+    def rows_of_batches(
+        self, batches: Sequence[tuple[int, ...]], only: Collection[int] | None = None
+    ) -> list[list[int]]:
+        """Each batch's Gram rows (of ``only`` those, if given), in the order batches yield them."""
+        return [
+            [r for i in batch for r, _ in self.rows_of_sequence[i] if only is None or r in only]
+            for batch in batches
+        ]
+
+    def by_variant(
+        self, items: Iterable[tuple[int, torch.Tensor]]
+    ) -> dict[str, list[tuple[TokenSequence, torch.Tensor]]]:
+        """``(Gram row, tensor)`` pairs as ``(example, tensor)`` pairs grouped by variant, as
+        each variant's cache takes them."""
+        grouped: dict[str, list[tuple[TokenSequence, torch.Tensor]]] = {}
+        for index, tensor in items:
+            sequence, variant = self.rows[index]
+            grouped.setdefault(variant, []).append((self.sequences[sequence], tensor))
+        return grouped
+
 
 def compute_grams(
     job: GramJob,
@@ -171,16 +207,6 @@ def compute_grams(
     return grams, dims, work
 
 
-def kept_digest(job: GramJob) -> str:
-    """SHA-256 of the kept rows (their examples and variants, in order): the key of dot
-    products with them."""
-    digest = hashlib.sha256()
-    for index in job.kept:
-        sequence, variant = job.rows[index]
-        digest.update(f"{variant}:{example_digest(job.sequences[sequence])};".encode())
-    return digest.hexdigest()
-
-
 @dataclass
 class _CheckpointGram:
     """One checkpoint's Gram matrix: the steps of the module docstring."""
@@ -189,11 +215,10 @@ class _CheckpointGram:
     ckpt: Checkpoint
     key: CheckpointKeys
     on_rows: Callable[[int], None]
-    #: Examples computed (by every rank), the row dimension (0 while unknown), the kept rows'
-    #: digest, and rows of other variants computed beside the kept rows (step 3 -> step 4).
+    #: Examples computed (by every rank), the row dimension (0 while unknown), and rows of other
+    #: variants computed beside the kept rows (step 3 -> step 4).
     computed: int = 0
     dim: int = 0
-    evals: str = ""
     extra: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     _work: _BatchWork | None = field(default=None, repr=False)
 
@@ -210,7 +235,6 @@ class _CheckpointGram:
             return gram, dim, StudyWork(resumed=1)
 
         gram = torch.full((n_rows, n_rows), float("nan"), dtype=torch.float64)
-        self.evals = kept_digest(job)
         dots = self._read_dots() if procs.is_main else {}
         lacking = procs.share_ints([n_rows - len(dots)] if procs.is_main else None)[0]
         if lacking:
@@ -235,24 +259,23 @@ class _CheckpointGram:
         if not job.caches:
             return found
         for index, (sequence, variant) in enumerate(job.rows):
-            values = job.caches[variant].load_dots(
-                self.key.of(variant), self.evals, job.sequences[sequence]
+            loaded = job.caches[variant].load_dots(
+                self.key.of(variant), job.kept_digest, job.sequences[sequence]
             )
-            width = len(job.kept) + 1
-            if values is not None and values.dtype == torch.float64 and len(values) == width:
+            if loaded is None:
+                continue
+            values, dim = loaded
+            if values.dtype == torch.float64 and len(values) == len(job.kept) + 1:
                 found[index] = values
+                self.dim = dim
         return found
 
     def _save_dots(self, dots: dict[int, torch.Tensor]) -> None:
         job = self.job
         if not job.caches:
             return
-        by_variant: dict[str, list[tuple[TokenSequence, torch.Tensor]]] = {}
-        for index, values in dots.items():
-            sequence, variant = job.rows[index]
-            by_variant.setdefault(variant, []).append((job.sequences[sequence], values))
-        for variant, entries in by_variant.items():
-            job.caches[variant].save_dots(self.key.of(variant), self.evals, entries)
+        for variant, entries in job.by_variant(dots.items()).items():
+            job.caches[variant].save_dots(self.key.of(variant), job.kept_digest, entries, self.dim)
 
     # -- step 3: the kept rows ------------------------------------------------------------------
 
@@ -350,33 +373,24 @@ class _CheckpointGram:
         streamed = set(range(len(job.rows))) - set(job.kept)
         batches = self._batches(missing)
         mine = self._share(batches, "streamed")
-        own_rows, own_values = [], []
+        per_batch = job.rows_of_batches(batches, only=streamed)
+        counts = [sum(len(p) for p in procs.shard(per_batch, r)) for r in range(procs.world_size)]
+        own = [torch.empty((0, len(job.kept) + 1), dtype=torch.float64)]
         for batch in mine:
             indices, rows = self._compute(batch)
             pick = [p for p, i in enumerate(indices) if i in streamed]
-            values = self._dots(rows[pick], kept)
-            own_rows += [indices[p] for p in pick]
-            own_values.append(values)
-            self._save_dots(dict(zip([indices[p] for p in pick], values.cpu(), strict=True)))
-        by_sequence = rows_by_sequence(job.rows, len(job.sequences))
-        per_batch = [[r for i in b for r, _ in by_sequence[i] if r in streamed] for b in batches]
-        counts = [sum(len(p) for p in procs.shard(per_batch, r)) for r in range(procs.world_size)]
-        width = len(job.kept) + 1
-        mine_values = (
-            torch.cat(own_values)
-            if own_values
-            else torch.empty((0, width), dtype=torch.float64, device=procs.device)
-        )
-        received = procs.collect_rows(mine_values, counts)
+            fresh = dict(zip([indices[p] for p in pick], self._dots(rows[pick], kept), strict=True))
+            self._save_dots(fresh)
+            own.extend(fresh.values())
+        own_values = torch.vstack(own)
+        received = procs.collect_rows(own_values.to(procs.device), counts)
         if not procs.is_main:
             return
-        for index, values in zip(own_rows, mine_values.cpu(), strict=True):
-            dots[index] = values
-        for rank, values in enumerate(received, start=1):
+        for rank, values in enumerate([own_values, *received]):
             indices = [index for place in procs.shard(per_batch, rank) for index in place]
-            for index, row in zip(indices, values.cpu(), strict=True):
-                dots[index] = row
-            self.on_rows(len({job.rows[i][0] for i in indices}))
+            dots.update(zip(indices, values.cpu(), strict=True))
+            if rank:
+                self.on_rows(len({job.rows[i][0] for i in indices}))
 
     def _take_dots(
         self,
@@ -441,8 +455,7 @@ class _CheckpointGram:
         job, procs = self.job, self.job.processes
         batches = self._batches(sequences)
         mine = self._share(batches, "kept")
-        by_sequence = rows_by_sequence(job.rows, len(job.sequences))
-        places = [[r for i in b for r, _ in by_sequence[i]] for b in batches]
+        places = job.rows_of_batches(batches)
         counts = [sum(len(p) for p in procs.shard(places, r)) for r in range(procs.world_size)]
         own, offset = None, 0
         for batch in mine:
@@ -486,7 +499,6 @@ class _BatchWork:
     def compute(self, batch: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
         """Run the engine on a batch; return its examples' Gram rows (indices, values), cached."""
         job = self.job
-        by_sequence = rows_by_sequence(job.rows, len(job.sequences))
         sequences = [job.sequences[i] for i in batch]
         grads = compute_gradients(
             self.state,
@@ -499,7 +511,7 @@ class _BatchWork:
         )
         if grads.dtype != job.row_dtype:
             raise RuntimeError(f"the engine returned {grads.dtype}, expected {job.row_dtype}")
-        wanted = [(k, r, v) for k, i in enumerate(batch) for r, v in by_sequence[i]]
+        wanted = [(k, r, v) for k, i in enumerate(batch) for r, v in job.rows_of_sequence[i]]
         variants = list(dict.fromkeys(v for _, _, v in wanted))
         counts = [sum(mask[1:]) for _, mask in sequences]
         produced = self.transform.apply(grads, variants, counts)
@@ -518,11 +530,7 @@ class _BatchWork:
         job = self.job
         if not job.caches:
             return
-        by_variant: dict[str, list[tuple[TokenSequence, torch.Tensor]]] = {}
-        for index, row in zip(indices, rows, strict=True):
-            sequence, variant = job.rows[index]
-            by_variant.setdefault(variant, []).append((job.sequences[sequence], row))
-        for variant, entries in by_variant.items():
+        for variant, entries in job.by_variant(zip(indices, rows, strict=True)).items():
             cache = job.caches[variant]
             if cache.accepts(rows.shape[1], rows.dtype):
                 cache.save(self.key.of(variant), entries)
