@@ -43,6 +43,12 @@ DEFAULT_DEVICE = "cpu"
 DEVICES = ("cpu", "cuda", "auto")
 ON_OVERFLOW_MODES = (ON_OVERFLOW_ERROR, ON_OVERFLOW_DROP)
 
+#: Columns ``scores.compute_dot_products`` converts to float64 at a time (the memory plan counts
+#: them): small enough that the float64 copies stay in cache and are not fresh pages each time
+#: (at one thread, 8 x 24 rows of 8.1 M columns: 1.21 s with 1 M-column chunks, 0.42 s with 64 K;
+#: same values to 1e-14).
+DOT_CHUNK_COLUMNS = 1 << 16
+
 # The gradient cache of studies (swiftstudy.study.cache).
 #: Sub-folder of the cache folder that holds per-example gradients, one safetensors file each.
 GRADIENT_CACHE_SUBDIR = "gradients"

@@ -31,10 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from swiftstudy.constants import DOT_CHUNK_COLUMNS
 from swiftstudy.errors import InputError
 
-#: Columns ``scores.compute_dot_products`` converts to float64 at once (``DOT_CHUNK_COLUMNS``).
-DOT_CHUNK_COLUMNS = 1 << 16
 #: Bytes of a LoRA weight or gradient element: float32 whatever the model's dtype.
 _FLOAT32 = 4
 _FLOAT64 = 8

@@ -2,10 +2,11 @@
 
 Both launchers set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 reading them is all the support either needs. Each process takes every ``world_size``-th batch of
-a checkpoint's missing examples; rank 0 receives the other ranks' gradient rows (point to point,
-exact: the Gram matrix G Gᵀ needs every row), computes the Gram matrix and sends it back to every
-rank, so each returns the same result while only rank 0 writes files. Memory: rank 0 holds all
-``n × dim`` rows of a checkpoint, as a single process does; another rank holds its own share.
+a checkpoint's missing examples (``study.grams``): rank 0 collects the eval rows (point to point)
+and shares them; each rank takes its probe batches' dot products with them and sends rank 0 those
+values alone. Rank 0 assembles the Gram matrix and sends it back to every rank, so each returns
+the same result while only rank 0 writes files. Memory: every rank holds the eval rows and one
+batch.
 
 The backend is gloo on a CPU and nccl on GPUs, one GPU per process (``cuda:LOCAL_RANK``).
 """
