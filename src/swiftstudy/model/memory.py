@@ -250,8 +250,9 @@ def choose_batch_tokens(
         fixed = plan_memory(model, workload, 1)
         raise InputError(
             f"{_gib(max_memory)} cannot hold the weights ({_gib(fixed.weights)}) and the kept "
-            f"gradients ({_gib(fixed.kept_gradients)}) with one batch: raise it, or study fewer "
-            "examples at once",
+            f"gradients ({_gib(fixed.kept_gradients)}) with one batch: raise it, keep fewer "
+            "gradients (fewer eval examples: probes are streamed) or project them "
+            "(projection_dim)",
             key="max_memory",
         )
     low, high = 1, MAX_BATCH_TOKENS
