@@ -36,6 +36,10 @@ def test_paper_formulas_one_example_per_task():
     assert s_in.n_pairs == 3
     assert s_cross.value == pytest.approx(6.55 / 6, abs=1e-15)
     assert s_cross.n_pairs == 6
+    s_all = aggregate_metric(relinf, valid, compute_pair_mask(TASKS, TASKS, "all"))
+    # every pair: (1.3 + 6.55) / 9
+    assert s_all.value == pytest.approx(7.85 / 9, abs=1e-15)
+    assert s_all.n_pairs == 9
 
 
 def test_zero_gradient_eval_is_left_out_and_counted():

@@ -142,6 +142,7 @@ def _question(analysis: ReportAnalysis) -> str:
     where = {
         frozenset({CONTEXT_IN_TASK}): "on the same task (in-task)",
         frozenset({"cross-task"}): "on other tasks (cross-task)",
+        frozenset({"all"}): "(all pairs)",
     }.get(frozenset(contexts), "on the same task (in-task) and on other tasks (cross-task)")
     text = (
         f"Does one gradient step on {_names(probes)} examples lower the loss of held-out "

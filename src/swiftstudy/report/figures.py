@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from swiftstudy.constants import (
+    CONTEXT_ALL,
     CONTEXT_CROSS_TASK,
     CONTEXT_IN_TASK,
     FIGURE_DPI,
@@ -42,8 +43,8 @@ PALETTE = (
     "#000000",
     "#F0E442",
 )
-_LINESTYLES = {CONTEXT_IN_TASK: "-", CONTEXT_CROSS_TASK: "--"}
-_MARKERS = {CONTEXT_IN_TASK: "o", CONTEXT_CROSS_TASK: "s"}
+_LINESTYLES = {CONTEXT_IN_TASK: "-", CONTEXT_CROSS_TASK: "--", CONTEXT_ALL: ":"}
+_MARKERS = {CONTEXT_IN_TASK: "o", CONTEXT_CROSS_TASK: "s", CONTEXT_ALL: "^"}
 # Label every checkpoint on the x axis when there are this few; let matplotlib choose otherwise.
 _MAX_EXPLICIT_TICKS = 12
 _FILE_MODE = 0o644

@@ -1,7 +1,7 @@
 """In-task and cross-task scores: means of RelInf over (probe, eval) pairs.
 
 A pair is in-task when the probe's and the evaluation example's ``task`` are equal, cross-task
-otherwise. With one example per task in each set, aligned by task, these are the paper's
+otherwise; ``all`` takes every pair. With one example per task in each set, aligned by task, these are the paper's
 eq. 4, s_in = 1/n Σ_i RelInf(z'_i, z_i), and eq. 5, s_cross = Σ_{i≠j} RelInf(z'_i, z_j) / n(n−1).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from swiftstudy.constants import CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
+from swiftstudy.constants import CONTEXT_ALL, CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ def compute_pair_mask(
         return same
     if context == CONTEXT_CROSS_TASK:
         return ~same
+    if context == CONTEXT_ALL:
+        return torch.ones_like(same)
     raise ValueError(f"unknown context {context!r}")
 
 
