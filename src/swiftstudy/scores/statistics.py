@@ -392,6 +392,28 @@ def compute_study_statistics(
         The statistics, deterministic for given inputs and settings.
     """
     settings = settings or BootstrapSettings()
+    series = compute_metric_series(metrics, settings)
+    stats = tuple(
+        _metric_statistics(metric, values, replicates, settings.level)
+        for metric, (values, replicates) in zip(metrics, series, strict=True)
+    )
+    comparisons = tuple(
+        _comparison(metrics[i], metrics[j], series[i], series[j], settings.level)
+        for i, j in find_comparisons(metrics)
+    )
+    return StudyStatistics(settings, stats, comparisons)
+
+
+def compute_metric_series(
+    metrics: Sequence[MetricPairs], settings: BootstrapSettings | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each metric's means ``(S,)`` per checkpoint and their bootstrap replicates ``(B, S)``.
+
+    The resample counts are drawn once per set name (``draw_resample_counts``) and shared by every
+    metric, so any difference or weighted combination of these series is resampled consistently.
+    A checkpoint without pairs has the value NaN.
+    """
+    settings = settings or BootstrapSettings()
     counts = _draw_set_counts(metrics, settings)
     series = []
     for metric in metrics:
@@ -405,15 +427,26 @@ def compute_study_statistics(
             axis=1,
         ).reshape(settings.n_resamples, len(metric.matrices))
         series.append((values, replicates))
-    stats = tuple(
-        _metric_statistics(metric, values, replicates, settings.level)
-        for metric, (values, replicates) in zip(metrics, series, strict=True)
-    )
-    comparisons = tuple(
-        _comparison(metrics[i], metrics[j], series[i], series[j], settings.level)
-        for i, j in find_comparisons(metrics)
-    )
-    return StudyStatistics(settings, stats, comparisons)
+    return series
+
+
+def compute_difference_series(
+    a: MetricPairs,
+    b: MetricPairs,
+    series_a: tuple[np.ndarray, np.ndarray],
+    series_b: tuple[np.ndarray, np.ndarray],
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The series of A − B at the steps both have: ``(steps, values (S,), replicates (B, S))``.
+
+    ``series_a`` and ``series_b`` come from one call of ``compute_metric_series``, so the
+    difference of each resample is paired (the same probes and evaluation examples drawn).
+    """
+    steps_a = [m.step for m in a.matrices]
+    steps_b = [m.step for m in b.matrices]
+    steps = [s for s in steps_a if s in set(steps_b)]
+    ka = [steps_a.index(s) for s in steps]
+    kb = [steps_b.index(s) for s in steps]
+    return steps, series_a[0][ka] - series_b[0][kb], series_a[1][:, ka] - series_b[1][:, kb]
 
 
 def _draw_set_counts(
@@ -489,16 +522,12 @@ def _comparison(
     series_b: tuple[np.ndarray, np.ndarray],
     level: float,
 ) -> Comparison:
+    steps, values, replicates = compute_difference_series(a, b, series_a, series_b)
+    estimates, summary = _summarize(steps, values, replicates, level)
     steps_a = [m.step for m in a.matrices]
     steps_b = [m.step for m in b.matrices]
-    steps = [s for s in steps_a if s in set(steps_b)]
-    ka = [steps_a.index(s) for s in steps]
-    kb = [steps_b.index(s) for s in steps]
-    values = series_a[0][ka] - series_b[0][kb]
-    replicates = series_a[1][:, ka] - series_b[1][:, kb]
-    estimates, summary = _summarize(steps, values, replicates, level)
-    va = [_value(v) for v in series_a[0][ka]]
-    vb = [_value(v) for v in series_b[0][kb]]
+    va = [_value(series_a[0][steps_a.index(s)]) for s in steps]
+    vb = [_value(series_b[0][steps_b.index(s)]) for s in steps]
     return Comparison(
         metric=a.name,
         baseline=b.name,
