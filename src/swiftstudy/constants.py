@@ -229,30 +229,3 @@ CONTROL_VERDICT_WORSE = "worse than {control}"
 VALIDITY_NOTE = (
     "Measured validity: see the README's Predictive validity section (benchmarks/validity.py)."
 )
-
-# Scoring variants and control verdicts (swiftstudy.scores.variants, the study's ``verdict:``).
-#: How a (probe, eval) pair's dot product is normalised: the paper's RelInf ⟨p, e⟩ / ‖e‖², the
-#: cosine ⟨p, e⟩ / (‖p‖ ‖e‖), or RelInf of gradients each divided by its completion tokens.
-NORMALIZATION_RELINF = "relinf"
-NORMALIZATION_COSINE = "cosine"
-NORMALIZATION_PER_TOKEN = "per-token"
-NORMALIZATIONS = (NORMALIZATION_RELINF, NORMALIZATION_COSINE, NORMALIZATION_PER_TOKEN)
-#: How the checkpoints' values are combined: equal weights, the last checkpoint only, or weights
-#: proportional to the learning rate of the training interval that ended at each (TracInCP, LESS).
-WEIGHTING_MEAN = "mean"
-WEIGHTING_LAST = "last"
-WEIGHTING_LR = "lr"
-CHECKPOINT_WEIGHTINGS = (WEIGHTING_MEAN, WEIGHTING_LAST, WEIGHTING_LR)
-#: The variant (normalization, checkpoints) of the headline verdicts when a study spec has no
-#: ``verdict:``; the paper's RelInf, mean over checkpoints, until benchmarks/validity.py measures
-#: which variant predicts retraining best.
-DEFAULT_VERDICT_VARIANT = (NORMALIZATION_RELINF, WEIGHTING_MEAN)
-#: A strategy's headline against its control: the interval of the margin (strategy − control)
-#: lies above 0, contains 0 (or there is no interval), or lies below 0.
-CONTROL_VERDICT_HELPS = "helps more than {control}"
-CONTROL_VERDICT_NO_BETTER = "no better than {control}"
-CONTROL_VERDICT_WORSE = "worse than {control}"
-#: What the report says about how well its score predicts retraining (benchmarks/validity.py).
-VALIDITY_NOTE = (
-    "Measured validity: see the README's Predictive validity section (benchmarks/validity.py)."
-)
