@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from swiftstudy.constants import DEFAULT_FULL_PARAMS
+from swiftstudy.constants import DEFAULT_FULL_PARAMS, DEFAULT_VERDICT_VARIANT
 from swiftstudy.errors import InputError
 from swiftstudy.study.spec import (
     CheckpointRef,
     MetricSpec,
     SetSpec,
     StudySpec,
+    VerdictSpec,
     load_study_spec,
     spec_from_dict,
 )
@@ -329,6 +330,37 @@ ERROR_CASES = {
         "checkpoints[1].step",
         "also given to checkpoints[0]",
     ),
+    "control unknown set": (
+        edit("context: in-task}", "context: in-task, control: nocots}"),
+        8,
+        "metrics[0].control",
+        "unknown set 'nocots' (known sets: nocot, similar, cot)",
+    ),
+    "control is the metric's own probes": (
+        edit("context: in-task}", "context: in-task, control: cot}"),
+        8,
+        "metrics[0].control",
+        "the control 'cot' is the metric's own probe set",
+    ),
+    "verdict not a mapping": (BASE + "verdict: relinf\n", 13, "verdict", "expected a mapping"),
+    "verdict unknown normalization": (
+        BASE + "verdict: {normalization: l2}\n",
+        13,
+        "verdict.normalization",
+        "expected one of: relinf, cosine, per-token",
+    ),
+    "verdict unknown weighting": (
+        BASE + "verdict:\n  checkpoints: first\n",
+        14,
+        "verdict.checkpoints",
+        "expected one of: mean, last, lr",
+    ),
+    "verdict unknown key": (
+        BASE + "verdict: {weighting: lr}\n",
+        13,
+        "verdict.weighting",
+        "unknown key 'weighting'",
+    ),
 }
 
 
@@ -381,3 +413,41 @@ def test_empty_sets_and_metrics(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="list of metrics is empty") as err:
         load_study_spec(path)
     assert (err.value.line, err.value.key) == (4, "metrics")
+
+
+def test_control_reuses_a_listed_metric_of_the_control_set(tmp_path: Path) -> None:
+    text = edit("context: in-task}", "context: in-task, control: nocot}").replace(
+        "context: cross-task", "context: in-task"
+    )
+    spec = load_study_spec(write_spec(tmp_path, text))
+    assert [m.name for m in spec.metrics] == ["CoT → In-task non-CoT", "NoCoT → Cross-task"]
+    assert spec.metrics[0].control == "nocot"
+    assert spec.control_metric(spec.metrics[0]) == spec.metrics[1]
+    assert spec.control_metric(spec.metrics[1]) is None
+
+
+def test_control_adds_the_missing_control_metric(tmp_path: Path) -> None:
+    spec = load_study_spec(
+        write_spec(tmp_path, edit("context: in-task}", "context: in-task, control: nocot}"))
+    )
+    added = MetricSpec("nocot → similar (in-task, control)", "nocot", "similar", "in-task")
+    assert spec.metrics[2] == added
+    assert spec.metrics[2].added_for == 0
+    assert spec.control_metric(spec.metrics[0]) == added
+    # The saved config lists the added metric; loading it back gives the same spec.
+    data = spec.to_dict()
+    assert data["metrics"][0]["control"] == "nocot"
+    assert "control" not in data["metrics"][1]
+    assert spec_from_dict(data, base_dir=tmp_path) == spec
+
+
+def test_verdict_defaults_and_values(spec_path: Path, tmp_path: Path) -> None:
+    spec = load_study_spec(spec_path)
+    assert (spec.verdict.normalization, spec.verdict.checkpoints) == DEFAULT_VERDICT_VARIANT
+    assert spec.to_dict()["verdict"] == dict(
+        zip(("normalization", "checkpoints"), DEFAULT_VERDICT_VARIANT, strict=True)
+    )
+    text = BASE + "verdict: {normalization: per-token, checkpoints: lr}\n"
+    spec = load_study_spec(write_spec(tmp_path / "v", text))
+    assert spec.verdict == VerdictSpec("per-token", "lr")
+    assert spec_from_dict(spec.to_dict(), base_dir=tmp_path) == spec

@@ -17,6 +17,7 @@ from swiftstudy.scores import (
     compute_control_margin,
     compute_interval_learning_rates,
     compute_study_statistics,
+    compute_variant_scores,
     compute_weighted_estimate,
     decide_control_verdict,
     normalize_pair_scores,
@@ -215,3 +216,31 @@ def test_control_must_share_evals_and_context_but_not_probes(strategy_and_contro
 )
 def test_control_verdict_follows_the_margin_interval(estimate, verdict):
     assert decide_control_verdict(estimate, "nocot") == verdict
+
+
+def test_variant_scores_equal_the_metric_by_metric_functions(strategy_and_control):
+    strategy, control = strategy_and_control
+    settings = BootstrapSettings(n_resamples=300, seed=7)
+    rates = {10: 2.0, 20: 1.0, 30: 1.0}
+    scores = compute_variant_scores(
+        [strategy, control], {"cot": "nocot"}, ("mean", "last", "lr"), rates, settings
+    )
+    assert [s.weighting for s in scores] == ["mean", "last", "lr"]
+    for variant in scores:
+        for metric, (name, estimate) in zip((strategy, control), variant.values, strict=True):
+            assert name == metric.name
+            assert estimate == compute_weighted_estimate(metric, variant.weighting, rates, settings)
+        (margin,) = variant.margins
+        assert margin == compute_control_margin(
+            strategy, control, variant.weighting, rates, settings
+        )
+        assert margin.verdict.endswith("than nocot")
+
+
+def test_a_margin_without_values_is_no_better():
+    empty = np.zeros((3, 3), dtype=bool)
+    strategy = MetricPairs("a", "a", "e", "in-task", (PairMatrix(1, np.ones((3, 3)), empty),))
+    control = MetricPairs("b", "b", "e", "in-task", (PairMatrix(1, np.ones((3, 3)), empty),))
+    margin = compute_control_margin(strategy, control)
+    assert margin.margin.value is None
+    assert margin.verdict == "no better than b"

@@ -5,7 +5,12 @@
 ``ModelStates`` applies each checkpoint to the base model and names the gradient targets.
 """
 
-from swiftstudy.model.checkpoints import Checkpoint, discover_checkpoints, hash_checkpoint
+from swiftstudy.model.checkpoints import (
+    Checkpoint,
+    discover_checkpoints,
+    hash_checkpoint,
+    load_learning_rate_log,
+)
 from swiftstudy.model.loading import bundled_gguf_path, default_cache_dir, load_base_model
 from swiftstudy.model.memory import (
     GradientWorkload,
@@ -30,6 +35,7 @@ __all__ = [
     "discover_checkpoints",
     "hash_checkpoint",
     "load_base_model",
+    "load_learning_rate_log",
     "plan_memory",
     "render_memory_plan",
     "target_parameters",

@@ -276,3 +276,46 @@ def _check_series(checkpoints: list[Checkpoint], *, key: str) -> None:
             + ", ".join(f"{kind} at {c.path}" for kind, c in first.items()),
             key=key,
         )
+
+
+def load_learning_rate_log(ckpt: Checkpoint) -> list[tuple[int, float]] | None:
+    """The ``(step, learning_rate)`` entries of a checkpoint's ``trainer_state.json``.
+
+    The Trainer logs the learning rate of the step just taken in each ``log_history`` entry that
+    carries a training loss; entries without ``learning_rate`` (evaluation, the final summary)
+    are skipped.
+
+    Returns:
+        The entries in file order, or None when the folder has no ``trainer_state.json``.
+
+    Raises:
+        InputError: The file is not JSON, or an entry's step or learning rate is not a number.
+    """
+    state_file = ckpt.path / TRAINER_STATE
+    if not state_file.is_file():
+        return None
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read JSON: {err}", path=state_file) from err
+    history = state.get("log_history", []) if isinstance(state, dict) else None
+    if not isinstance(history, list):
+        raise InputError("expected a list", path=state_file, key="log_history")
+    entries = []
+    for index, entry in enumerate(history):
+        if not isinstance(entry, dict) or "learning_rate" not in entry:
+            continue
+        step, rate = entry.get("step"), entry["learning_rate"]
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int)
+            or isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+        ):
+            raise InputError(
+                f"expected an integer step and a number, got {step!r} and {rate!r}",
+                path=state_file,
+                key=f"log_history[{index}]",
+            )
+        entries.append((step, float(rate)))
+    return entries

@@ -32,10 +32,12 @@ from swiftstudy.scores.statistics import (
 )
 from swiftstudy.scores.variants import (
     ControlMargin,
+    VariantScores,
     combine_checkpoints,
     compute_checkpoint_weights,
     compute_control_margin,
     compute_interval_learning_rates,
+    compute_variant_scores,
     compute_weighted_estimate,
     decide_control_verdict,
     normalize_pair_scores,
@@ -55,6 +57,7 @@ __all__ = [
     "StepStatistics",
     "StudyStatistics",
     "Trend",
+    "VariantScores",
     "aggregate_metric",
     "combine_checkpoints",
     "compute_checkpoint_weights",
@@ -73,6 +76,7 @@ __all__ = [
     "compute_resampled_means",
     "compute_slope",
     "compute_study_statistics",
+    "compute_variant_scores",
     "compute_weighted_estimate",
     "decide_control_verdict",
     "decide_verdict",

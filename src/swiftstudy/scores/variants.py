@@ -37,6 +37,7 @@ from swiftstudy.constants import (
     NORMALIZATION_COSINE,
     NORMALIZATION_RELINF,
     NORMALIZATIONS,
+    VERDICT_NO_INTERVAL,
     WEIGHTING_LAST,
     WEIGHTING_LR,
     WEIGHTING_MEAN,
@@ -49,6 +50,8 @@ from swiftstudy.scores.statistics import (
     compute_estimate,
     compute_metric_series,
 )
+
+_NO_VALUE = Estimate(None, None, None, VERDICT_NO_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -293,7 +296,8 @@ def compute_control_margin(
 
     Raises:
         ValueError: The two metrics differ in evaluation set or context, share the probe set,
-            have no checkpoint with a margin, or ``lr`` lacks a step's learning rate.
+            or ``lr`` lacks a step's learning rate. Without a checkpoint where both have a
+            value, the margin has no value and the verdict is "no better than".
     """
     if metric.evals != control.evals or metric.context != control.context:
         raise ValueError(
@@ -303,13 +307,27 @@ def compute_control_margin(
         raise ValueError(f"control {control.name!r} has the probes of {metric.name!r}")
     settings = settings or BootstrapSettings()
     series = compute_metric_series([metric, control], settings)
+    return _margin(metric, control, series, weighting, learning_rates, settings.level)
+
+
+def _margin(
+    metric: MetricPairs,
+    control: MetricPairs,
+    series: Sequence[tuple[np.ndarray, np.ndarray]],
+    weighting: str,
+    learning_rates: Mapping[int, float] | None,
+    level: float,
+) -> ControlMargin:
     steps, values, replicates = compute_difference_series(metric, control, *series)
-    weights = compute_checkpoint_weights(
-        values, weighting, _rates_of(steps, weighting, learning_rates)
-    )
-    margin = combine_checkpoints(values, replicates, weights, settings.level)
+    if np.isfinite(values).any():
+        weights = compute_checkpoint_weights(
+            values, weighting, _rates_of(steps, weighting, learning_rates)
+        )
+        margin = combine_checkpoints(values, replicates, weights, level)
+    else:
+        margin = _NO_VALUE
     per_step = tuple(
-        (step, compute_estimate(_finite(v), replicates[:, k], settings.level))
+        (step, compute_estimate(_finite(v), replicates[:, k], level))
         for k, (step, v) in enumerate(zip(steps, values, strict=True))
     )
     return ControlMargin(
@@ -324,3 +342,73 @@ def compute_control_margin(
 
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class VariantScores:
+    """Every metric of a study under one weighting (of matrices normalised one way).
+
+    Attributes:
+        weighting: How the checkpoints were combined.
+        values: ``(metric name, estimate)`` in metric order; the estimate's value is None when
+            the metric has no value at any checkpoint.
+        margins: The margin of each metric that has a control, in the order of ``controls``.
+    """
+
+    weighting: str
+    values: tuple[tuple[str, Estimate], ...]
+    margins: tuple[ControlMargin, ...]
+
+
+def compute_variant_scores(
+    metrics: Sequence[MetricPairs],
+    controls: Mapping[str, str],
+    weightings: Sequence[str] = CHECKPOINT_WEIGHTINGS,
+    learning_rates: Mapping[int, float] | None = None,
+    settings: BootstrapSettings | None = None,
+) -> tuple[VariantScores, ...]:
+    """Each metric and each control margin under each weighting, from one set of resamples.
+
+    The same as ``compute_weighted_estimate`` and ``compute_control_margin`` metric by metric,
+    with each metric's series computed once.
+
+    Args:
+        metrics: Every metric's pair matrices, normalised one way.
+        controls: Strategy metric name → its control metric's name (both in ``metrics``).
+        weightings: The weightings to compute (``lr`` needs ``learning_rates``).
+        learning_rates: Step → η_k.
+        settings: Resamples, seed and level; the defaults when None.
+    """
+    settings = settings or BootstrapSettings()
+    series = dict(
+        zip((m.name for m in metrics), compute_metric_series(metrics, settings), strict=True)
+    )
+    by_name = {m.name: m for m in metrics}
+    result = []
+    for weighting in weightings:
+        values = []
+        for metric in metrics:
+            v, replicates = series[metric.name]
+            if not np.isfinite(v).any():
+                values.append((metric.name, _NO_VALUE))
+                continue
+            steps = [m.step for m in metric.matrices]
+            weights = compute_checkpoint_weights(
+                v, weighting, _rates_of(steps, weighting, learning_rates)
+            )
+            values.append(
+                (metric.name, combine_checkpoints(v, replicates, weights, settings.level))
+            )
+        margins = tuple(
+            _margin(
+                by_name[name],
+                by_name[control],
+                (series[name], series[control]),
+                weighting,
+                learning_rates,
+                settings.level,
+            )
+            for name, control in controls.items()
+        )
+        result.append(VariantScores(weighting, tuple(values), margins))
+    return tuple(result)

@@ -12,8 +12,16 @@ Example::
     sets:
       cot: {path: data/cot.jsonl}
       similar: {path: data/similar.jsonl}
+      nocot: {path: data/nocot.jsonl}
     metrics:
-      - {name: "CoT → In-task non-CoT", probes: cot, evals: similar, context: in-task}
+      - {name: "CoT → In-task non-CoT", probes: cot, evals: similar, context: in-task,
+         control: nocot}
+    verdict: {normalization: relinf, checkpoints: mean}
+
+A metric's ``control`` names another probe set scored on the same evals in the same context; the
+study reuses a listed metric with those sets, or adds one (named by ``control_metric_name``), and
+the report's headline is the strategy's margin over it (``scores.variants``). ``verdict`` picks
+the scoring variant of that headline; every variant is computed and saved in ``verdicts.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftstudy.constants import (
+    CHECKPOINT_WEIGHTINGS,
     CONTEXTS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CACHE_MAX_GB,
@@ -35,8 +44,10 @@ from swiftstudy.constants import (
     DEFAULT_FULL_PARAMS,
     DEFAULT_MAX_LENGTH,
     DEFAULT_PROJECTION_SEED,
+    DEFAULT_VERDICT_VARIANT,
     DEVICES,
     DTYPES,
+    NORMALIZATIONS,
     ON_OVERFLOW_ERROR,
     ON_OVERFLOW_MODES,
     PRECONDITIONER_NONE,
@@ -63,11 +74,16 @@ _OPTIONAL_KEYS = (
     "projection_dim",
     "projection_seed",
     "preconditioner",
+    "verdict",
 )
 #: Keys that say where and what to cache, not what to compute: results do not depend on them.
 CACHE_KEYS = ("cache_dir", "cache_max_gradient_mb", "cache_max_gb")
+#: Keys that say how the report states its verdicts: the saved tables do not depend on them.
+REPORT_KEYS = ("verdict",)
 _SET_KEYS = ("path", "split")
 _METRIC_KEYS = ("name", "probes", "evals", "context")
+_METRIC_OPTIONAL_KEYS = ("control",)
+_VERDICT_KEYS = ("normalization", "checkpoints")
 _CHECKPOINT_KEYS = ("path", "step")
 _CUDA_INDEX = re.compile(r"cuda:\d+")
 
@@ -96,12 +112,44 @@ class MetricSpec:
         probes: Name of the probe set.
         evals: Name of the eval set.
         context: ``in-task`` or ``cross-task`` (see ``constants.CONTEXTS``).
+        control: The control probe set: the headline is this metric's margin over the metric of
+            ``control`` on the same evals and context. None: no control.
+        added_for: For a metric the validator added as another metric's control, that metric's
+            index in the file (for messages); not compared or serialised.
     """
 
     name: str
     probes: str
     evals: str
     context: str
+    control: str | None = None
+    added_for: int | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metric as YAML-ready data (``control`` only when set, as older configs have it)."""
+        data = {
+            "name": self.name,
+            "probes": self.probes,
+            "evals": self.evals,
+            "context": self.context,
+        }
+        if self.control is not None:
+            data["control"] = self.control
+        return data
+
+
+@dataclass(frozen=True)
+class VerdictSpec:
+    """The scoring variant of a study's headline verdicts (``scores.variants``).
+
+    Attributes:
+        normalization: One of ``constants.NORMALIZATIONS``.
+        checkpoints: How checkpoints are combined, one of ``constants.CHECKPOINT_WEIGHTINGS``;
+            ``lr`` needs each checkpoint's ``trainer_state.json``.
+    """
+
+    normalization: str = DEFAULT_VERDICT_VARIANT[0]
+    checkpoints: str = DEFAULT_VERDICT_VARIANT[1]
 
 
 @dataclass(frozen=True)
@@ -149,6 +197,7 @@ class StudySpec:
             probe's gradient becomes the Adam update direction from the checkpoint's
             ``optimizer.pt``, as LESS computes it (``gradients.preconditioning``); eval gradients
             and the RelInf denominator stay raw.
+        verdict: The scoring variant of the headline verdicts.
         spec_path: The file the spec was loaded from, for messages; not compared or serialised.
     """
 
@@ -170,6 +219,7 @@ class StudySpec:
     projection_dim: int | None = None
     projection_seed: int = DEFAULT_PROJECTION_SEED
     preconditioner: str = PRECONDITIONER_NONE
+    verdict: VerdictSpec = VerdictSpec()
     spec_path: Path | None = field(default=None, compare=False, repr=False)
 
     def set(self, name: str) -> SetSpec:
@@ -201,10 +251,7 @@ class StudySpec:
             "sets": {
                 s.name: {"path": str(absolute_path(s.path)), "split": s.split} for s in self.sets
             },
-            "metrics": [
-                {"name": m.name, "probes": m.probes, "evals": m.evals, "context": m.context}
-                for m in self.metrics
-            ],
+            "metrics": [m.to_dict() for m in self.metrics],
             "max_length": self.max_length,
             "batch_size": self.batch_size,
             "batch_tokens": self.batch_tokens,
@@ -219,7 +266,21 @@ class StudySpec:
             "projection_dim": self.projection_dim,
             "projection_seed": self.projection_seed,
             "preconditioner": self.preconditioner,
+            "verdict": {
+                "normalization": self.verdict.normalization,
+                "checkpoints": self.verdict.checkpoints,
+            },
         }
+
+    def control_metric(self, metric: MetricSpec) -> MetricSpec | None:
+        """The metric ``metric`` is compared with: its control's on the same evals and context."""
+        if metric.control is None:
+            return None
+        return next(
+            m
+            for m in self.metrics
+            if (m.probes, m.evals, m.context) == (metric.control, metric.evals, metric.context)
+        )
 
 
 def load_study_spec(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
@@ -315,6 +376,7 @@ class _Validator(SpecValidator):
             ),
             "projection_seed": lambda value, key_path: self.seed(value, key_path),
             "preconditioner": lambda value, key_path: self.choice(value, PRECONDITIONERS, key_path),
+            "verdict": lambda value, key_path: self.verdict(value),
         }
         return {key: check(top[key], (key,)) for key, check in checks.items() if key in top}
 
@@ -381,7 +443,7 @@ class _Validator(SpecValidator):
         for index, item in enumerate(value):
             item_path = (*key_path, index)
             item = self.mapping(item, item_path, "a metric {name, probes, evals, context}")
-            self.check_keys(item, _METRIC_KEYS, (), item_path)
+            self.check_keys(item, _METRIC_KEYS, _METRIC_OPTIONAL_KEYS, item_path)
             name = self.string(item["name"], (*item_path, "name"))
             if name in first_index:
                 raise self.error(
@@ -394,8 +456,42 @@ class _Validator(SpecValidator):
                 for key in ("probes", "evals")
             )
             context = self.choice(item["context"], CONTEXTS, (*item_path, "context"))
-            result.append(MetricSpec(name, probes, evals, context))
-        return tuple(result)
+            control = self.control(item, item_path, probes, set_names)
+            result.append(MetricSpec(name, probes, evals, context, control))
+        return tuple(result) + _added_controls(result)
+
+    def control(
+        self, item: dict[Any, Any], item_path: KeyPath, probes: str, set_names: list[str]
+    ) -> str | None:
+        if item.get("control") is None:
+            return None
+        key_path = (*item_path, "control")
+        control = self.choice(item["control"], set_names, key_path, what="set")
+        if control == probes:
+            raise self.error(
+                f"the control {control!r} is the metric's own probe set; name another probe set "
+                "(unrelated tasks, or the plain data the strategy was derived from)",
+                key_path,
+            )
+        return control
+
+    def verdict(self, value: Any) -> VerdictSpec:
+        key_path: KeyPath = ("verdict",)
+        body = self.mapping(value, key_path, "a mapping {normalization, checkpoints}")
+        self.check_keys(body, (), _VERDICT_KEYS, key_path)
+        default = VerdictSpec()
+        return VerdictSpec(
+            normalization=self.choice(
+                body.get("normalization", default.normalization),
+                NORMALIZATIONS,
+                (*key_path, "normalization"),
+            ),
+            checkpoints=self.choice(
+                body.get("checkpoints", default.checkpoints),
+                CHECKPOINT_WEIGHTINGS,
+                (*key_path, "checkpoints"),
+            ),
+        )
 
     def seed(self, value: Any, key_path: KeyPath) -> int:
         seed = self.integer(value, key_path, 0)
@@ -424,3 +520,26 @@ class _Validator(SpecValidator):
             except re.error as exc:
                 raise self.error(f"invalid regex {pattern!r}: {exc}", (*key_path, index)) from None
         return tuple(value)
+
+
+def control_metric_name(control: str, evals: str, context: str) -> str:
+    """The name of a metric added as a control: ``<control> → <evals> (<context>, control)``."""
+    return f"{control} → {evals} ({context}, control)"
+
+
+def _added_controls(metrics: Sequence[MetricSpec]) -> tuple[MetricSpec, ...]:
+    """The control metrics no listed metric provides, in the order their strategies name them."""
+    have = {(m.probes, m.evals, m.context) for m in metrics}
+    names = {m.name for m in metrics}
+    added: list[MetricSpec] = []
+    for index, metric in enumerate(metrics):
+        key = (metric.control, metric.evals, metric.context)
+        if metric.control is None or key in have:
+            continue
+        have.add(key)
+        name = base = control_metric_name(*key)
+        while name in names:
+            name = f"{base}'"
+        names.add(name)
+        added.append(MetricSpec(name, *key, added_for=index))
+    return tuple(added)
