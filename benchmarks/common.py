@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -113,8 +112,7 @@ def scaled_error(gram: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def describe_machine(threads: int) -> str:
-    """One line: processor, CPU count, torch version and the torch threads each method gets."""
-    return (
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-        f"torch {torch.__version__}; threads {threads}"
-    )
+    """One line: CPU model, CPUs, vector extensions, torch version and each method's threads."""
+    from swiftstudy.provenance import describe_machine as describe
+
+    return f"machine: {describe(threads)}"

@@ -140,7 +140,7 @@ def main() -> None:
             f"| {_label(method, budget)} | {_per_example(result, opts):.3f} | {vs_naive} | "
             f"{vs_floor} | {result['maxrss_kb'].item() / 2**20:.2f} | {err} |"
         )
-    print(f"\nthreads {opts.threads}, load average now {os.getloadavg()}")
+    print(f"\n{describe_machine(opts.threads)}, load average now {os.getloadavg()}")
 
 
 def _label(method: str, budget: int | None) -> str:

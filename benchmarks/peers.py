@@ -344,7 +344,7 @@ def main() -> None:
         )
     print(
         f"\n'time vs naive': seconds over the naive loop's (above 1 is slower). "
-        f"threads {opts.threads} each, load average now {os.getloadavg()}"
+        f"{describe_machine(opts.threads)} each, load average now {os.getloadavg()}"
     )
 
 

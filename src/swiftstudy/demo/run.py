@@ -28,6 +28,7 @@ from swiftstudy.demo.recipes import (
 )
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
+from swiftstudy.provenance import describe_machine
 from swiftstudy.study import StudyResult, run_study
 from swiftstudy.train import TrainResult, run_training
 from swiftstudy.yamlio import dump_yaml, load_yaml
@@ -160,6 +161,7 @@ def _demo_names() -> list[str]:
 def render_summary(studies: dict[str, StudyResult], out_dir: Path, seconds: float) -> str:
     """``summary.md``: each study's metrics by checkpoint and their mean, and its report."""
     lines = ["# swiftstudy demo", "", f"Made in {seconds / 60:.1f} minutes.", ""]
+    lines += [f"Machine: {describe_machine()}.", ""]
     for name, result in studies.items():
         steps = [c.step for c in result.checkpoints]
         values: dict[str, dict[int, float | None]] = defaultdict(dict)
