@@ -153,5 +153,11 @@ def test_batch_gradients_write_into_the_given_rows_only():
     expected = compute_gradients(model, modules, seqs, pad_id=0, max_examples=2, max_tokens=100)
     out = torch.full((4, expected.shape[1]), 7.0, dtype=torch.float64)
     compute_batch_gradients(model, modules, collate(seqs, [0, 1], pad_id=0), out=out, rows=[3, 1])
-    assert torch.equal(out[3], expected[0]) and torch.equal(out[1], expected[1])
+    # compute_gradients planned its own batch (longest first: examples 1, 0), and float64 kernels
+    # may round a row by its place in the batch (on AMD EPYC they do): not the same computation,
+    # so the engine's promise for any batch composition, 1e-12 relative (as in
+    # test_batch_composition_does_not_change_gradients). A row written to the wrong place is off
+    # by far more.
+    assert _relative_errors(out[[3, 1]], expected) <= 1e-12
+    # Rows outside ``rows`` are never touched: exactly the fill value.
     assert bool((out[[0, 2]] == 7.0).all())
