@@ -19,6 +19,15 @@ from swiftstudy.data import load_examples, tokenize_examples
 from swiftstudy.gradients import compute_naive_gradients
 from swiftstudy.study import StudyWork, run_study
 
+# Two float64 studies that reach their rows through other batches (a rerun that computes only what
+# the cache lacks, other ranks, one thread a rank) or take dot products over other groupings of
+# rows (rows read back from the cache) are not the same computation: other matmul shapes take
+# other kernel paths and round in other last bits. The engine promises a gradient to 1e-12
+# relative whatever its batch (test_batch_composition_does_not_change_gradients); the tables keep
+# that (seen: at most 3e-15 on AMD EPYC). Rows, dot products and tables read back as they were
+# written, or computed in the very batches again, are compared bit for bit (rel=0).
+REL_ACROSS_BATCHES = 1e-12
+
 NOCOT = [
     {"prompt": "What is two plus two?", "response": "4", "task": "add"},
     {"prompt": "Classify the review: great!", "response": "positive", "task": "cls"},
@@ -95,13 +104,20 @@ def edit_spec(root: Path, name: str, **changes) -> Path:
 
 
 def assert_same_tables(got: Path, expected: Path, *, rel: float) -> None:
-    """The table files of two result folders agree: text exactly, numbers to ``rel``."""
+    """The table files of two result folders agree: text exactly, numbers to ``rel``.
+
+    ``rel=0``: every number bit for bit (floats are written with ``repr``). Otherwise numbers
+    within ``rel``, or 1e-15 absolute for one that is near zero by cancellation.
+    """
     assert (got / "tokens.jsonl").read_bytes() == (expected / "tokens.jsonl").read_bytes()
     for name in ("scores.csv", "relinf.csv", "norms.csv"):
         rows = list(csv.reader((got / name).open()))
         reference = list(csv.reader((expected / name).open()))
         assert len(rows) == len(reference) and rows[0] == reference[0], name
         for row, ref in zip(rows[1:], reference[1:], strict=True):
+            if rel == 0:
+                assert row == ref, name
+                continue
             for value, ref_value in zip(row, ref, strict=True):
                 if value == ref_value:
                     continue
@@ -324,6 +340,9 @@ def test_resume_after_a_crash_recomputes_only_what_was_lost(study_dir: Path, mon
     assert not (out / ".partial").exists()
     fresh = run_study(study_dir / "study.yaml", study_dir / "fresh", cache=False, progress=False)
     assert fresh.work == StudyWork(computed=12)
+    # The same computation, so bit for bit: step 10 comes back from .partial and step 20's
+    # finished batch from the cache as written, and the crash fell between batches, so the rest
+    # is computed in the very batches an uninterrupted run uses, dot products over the same rows.
     assert resumed.scores == fresh.scores
     for name in ("scores.csv", "relinf.csv", "norms.csv", "tokens.jsonl"):
         assert (out / name).read_bytes() == (study_dir / "fresh" / name).read_bytes()
@@ -416,3 +435,80 @@ def test_probes_are_streamed_against_the_kept_evals(study_dir: Path, monkeypatch
     shapes.clear()
     rerun = run_study(study_dir / "study.yaml", study_dir / "again", progress=False)
     assert rerun.work == StudyWork(cached=12) and shapes == streamed
+
+
+PLAIN = [
+    {"prompt": "What is one plus three?", "response": "4", "task": "add"},
+    {"prompt": "Classify the review: awful.", "response": "negative", "task": "cls"},
+    {"prompt": "Fix the spelling: teh", "response": "the", "task": "fix"},
+]
+
+
+def _write_learning_rates(root: Path) -> None:
+    """trainer_state.json in each checkpoint: a learning rate logged at every step."""
+    for step in (10, 20):
+        history = [{"step": s, "loss": 1.0, "learning_rate": s * 1e-5} for s in range(1, step + 1)]
+        state = {"global_step": step, "log_history": history}
+        (root / "run" / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(state))
+
+
+def test_study_with_a_control_and_lr_weighted_verdicts(study_dir: Path):
+    _write_jsonl(study_dir / "plain.jsonl", PLAIN)
+    _write_learning_rates(study_dir)
+    spec = yaml.safe_load((study_dir / "study.yaml").read_text())
+    spec["metrics"][0]["control"] = "plain"
+    spec["sets"]["plain"] = {"path": "plain.jsonl"}
+    spec["verdict"] = {"normalization": "relinf", "checkpoints": "lr"}
+    (study_dir / "controlled.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    out = study_dir / "out"
+    run_study(study_dir / "controlled.yaml", out, progress=False)
+
+    # The control's metric is added after the listed ones, in scores.csv as any other metric.
+    scores = list(csv.DictReader((out / "scores.csv").open()))
+    added = "plain → nocot (in-task, control)"
+    assert [r["metric"] for r in scores if r["step"] == "10"] == [
+        "CoT → In-task",
+        "CoT → Cross-task",
+        added,
+    ]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    # η: the mean logged rate over (0, 10] and (10, 20].
+    assert [c["learning_rate"] for c in config["checkpoints"]] == pytest.approx([5.5e-5, 15.5e-5])
+    assert config["spec"]["metrics"][0]["control"] == "plain"
+
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    (headline,) = verdicts["headline"]["verdicts"]
+    assert (headline["metric"], headline["control"], headline["control_metric"]) == (
+        "CoT → In-task",
+        "plain",
+        added,
+    )
+    assert headline["verdict"] in {f"{w} than plain" for w in ("helps more", "no better", "worse")}
+    value = {(r["metric"], r["step"]): float(r["value"]) for r in scores}
+    margins = [value["CoT → In-task", s] - value[added, s] for s in ("10", "20")]
+    weights = [5.5 / 21, 15.5 / 21]
+    assert headline["margin"]["value"] == pytest.approx(
+        sum(w * m for w, m in zip(weights, margins, strict=True)), rel=1e-9
+    )
+    assert headline["relinf_mean_over_checkpoints"]["value"] == pytest.approx(
+        (value["CoT → In-task", "10"] + value["CoT → In-task", "20"]) / 2, rel=1e-12
+    )
+    report = (out / "report.md").read_text()
+    assert "Verdicts against controls" in report and headline["verdict"] in report
+
+    # Another verdict variant is a report setting: the same folder takes the rerun.
+    assert main(
+        ["-q", "study", str(study_dir / "controlled.yaml"), "--out", str(out), "--no-progress",
+         "verdict.checkpoints=last"]
+    ) == 0  # fmt: skip
+    verdicts = json.loads((out / "verdicts.json").read_text())
+    assert verdicts["headline"]["checkpoints"] == "last"
+
+
+def test_lr_verdict_without_trainer_state_names_the_key(study_dir: Path, capsys):
+    out = study_dir / "out"
+    argv = ["study", str(study_dir / "study.yaml"), "--out", str(out), "--no-progress"]
+    assert main([*argv, "verdict.checkpoints=lr"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "verdict.checkpoints" in err and "trainer_state.json" in err
+    assert not out.exists()

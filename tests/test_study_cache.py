@@ -18,7 +18,7 @@ from conftest import build_tiny_llama, build_tiny_tokenizer
 from swiftstudy.cli.main import main
 from swiftstudy.study import StudyWork, run_study
 from swiftstudy.study.cache import GradientCache, GradientSettings, example_digest
-from test_study import COT, assert_same_tables, build_study_dir, edit_spec
+from test_study import COT, REL_ACROSS_BATCHES, assert_same_tables, build_study_dir, edit_spec
 
 EXTRA = [
     {"prompt": "Spell the number 7.", "response": "seven", "task": "add"},
@@ -83,9 +83,11 @@ def test_a_new_probe_set_computes_only_the_new_examples(study_dir: Path, monkeyp
 
     fresh = run_study(study_dir / "more.yaml", study_dir / "fresh", cache=False, progress=False)
     assert fresh.work == StudyWork(computed=(N_EXAMPLES + len(EXTRA)) * N_CHECKPOINTS)
-    assert _values(second) == pytest.approx(_values(fresh), rel=1e-12, abs=1e-15)
+    # fresh batches the new examples with the others, second alone: other batches.
+    rel = REL_ACROSS_BATCHES
+    assert _values(second) == pytest.approx(_values(fresh), rel=rel, abs=1e-15)
     old = [r.relinf for r in second.relinf if r.probe_set == "cot"]
-    assert old == pytest.approx([r.relinf for r in first.relinf], rel=1e-12, abs=1e-15)
+    assert old == pytest.approx([r.relinf for r in first.relinf], rel=rel, abs=1e-15)
 
 
 def test_changes_that_change_a_gradient_invalidate_exactly_those_entries(
@@ -181,7 +183,7 @@ def test_rows_over_the_size_limit_keep_their_dot_products(study_dir: Path, caplo
     calls = _engine_examples(monkeypatch)
     again = run_study(spec, study_dir / "again", progress=False)
     assert again.work == StudyWork(cached=12) and calls == []
-    assert_same_tables(study_dir / "again", study_dir / "first", rel=0)
+    assert_same_tables(study_dir / "again", study_dir / "first", rel=0)  # as cached: bit for bit
     # The gradient dimension is recorded though no gradient was read.
     dims = [
         [
@@ -202,7 +204,8 @@ def test_rows_over_the_size_limit_keep_their_dot_products(study_dir: Path, caplo
     second = run_study(study_dir / "more.yaml", study_dir / "second", progress=False)
     assert second.work == StudyWork(computed=(3 + len(EXTRA)) * 2, cached=3 * 2)
     fresh = run_study(study_dir / "more.yaml", study_dir / "fresh", cache=False, progress=False)
-    assert _values(second) == pytest.approx(_values(fresh), rel=1e-12, abs=1e-15)
+    # second batches the evals with the new probes only, fresh with every probe: other batches.
+    assert _values(second) == pytest.approx(_values(fresh), rel=REL_ACROSS_BATCHES, abs=1e-15)
 
 
 def test_a_damaged_entry_is_recomputed_and_replaced(study_dir: Path, caplog):
@@ -215,7 +218,8 @@ def test_a_damaged_entry_is_recomputed_and_replaced(study_dir: Path, caplog):
     )
     assert "unreadable cache entry" in caplog.text
     assert load_file(entry)["dots"].dtype == torch.float64
-    assert_same_tables(study_dir / "dots", study_dir / "first", rel=1e-12)
+    # The damaged row's dot products are taken again from rows read back, grouped otherwise.
+    assert_same_tables(study_dir / "dots", study_dir / "first", rel=REL_ACROSS_BATCHES)
     # Damaged rows (without dot products, so they must be read): recomputed and replaced.
     for path in _dot_entries(study_dir / "cache"):
         path.unlink()
@@ -264,15 +268,17 @@ def test_two_studies_sharing_a_cache_at_once(study_dir: Path):
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-2000:]
     fresh = run_study(study_dir / "study.yaml", study_dir / "fresh", cache=False, progress=False)
+    # b batches one example at a time, and each run reads rows the other computed: other batches.
+    rel = REL_ACROSS_BATCHES
     for out in ("a", "b"):
         rows = (study_dir / out / "relinf.csv").read_text().splitlines()[1:]
         relinf = [float(line.rsplit(",", 1)[1]) for line in rows]
-        assert relinf == pytest.approx([r.relinf for r in fresh.relinf], rel=1e-12, abs=1e-15)
+        assert relinf == pytest.approx([r.relinf for r in fresh.relinf], rel=rel, abs=1e-15)
     entries = _cache_rows(study_dir / "cache")
     assert len(entries) == 12 and not list((study_dir / "cache").rglob("*.tmp"))
     again = run_study(study_dir / "study.yaml", study_dir / "again", progress=False)
     assert again.work == StudyWork(cached=12)
-    assert _values(again) == pytest.approx(_values(fresh), rel=1e-12, abs=1e-15)
+    assert _values(again) == pytest.approx(_values(fresh), rel=rel, abs=1e-15)
 
 
 def test_a_cache_folder_that_cannot_be_written_is_refused_or_skipped(study_dir, capsys, caplog):

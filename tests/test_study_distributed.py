@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from swiftstudy.study import StudyWork, run_study
-from test_study import assert_same_tables, build_study_dir
+from test_study import REL_ACROSS_BATCHES, assert_same_tables, build_study_dir
 
 
 def _torchrun(spec: Path, out: Path, env: dict) -> subprocess.CompletedProcess:
@@ -53,7 +53,9 @@ def test_two_processes_write_the_single_process_tables(tmp_path: Path, monkeypat
     assert sorted(p.name for p in (root / "ddp").iterdir()) == sorted(
         p.name for p in (root / "single").iterdir()
     )
-    assert_same_tables(root / "ddp", root / "single", rel=1e-6)
+    # Each rank runs one thread (torchrun's default) and torch splits its reductions by thread:
+    # not the single process's computation, though the batches are the same.
+    assert_same_tables(root / "ddp", root / "single", rel=REL_ACROSS_BATCHES)
     files = list((tmp_path / "cache").rglob("*.safetensors"))
     assert len(files) == 2 * 6  # step 20's rows, and their dot products with the 3 evals
 
@@ -70,7 +72,7 @@ def test_two_processes_write_the_single_process_tables(tmp_path: Path, monkeypat
     assert "step 20: rank 1 computes 0 of 1 batch(es) of streamed rows" in done.stderr
     more = run_study(root / "more.yaml", root / "single-more", cache=False, progress=False)
     assert more.work == StudyWork(computed=14)
-    assert_same_tables(root / "ddp-more", root / "single-more", rel=1e-6)
+    assert_same_tables(root / "ddp-more", root / "single-more", rel=REL_ACROSS_BATCHES)
 
 
 @pytest.mark.slow
@@ -90,4 +92,4 @@ def test_accelerate_launch_reads_the_same_environment(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step 10: rank 1 computes 1 of 2 batch(es) of kept rows" in done.stderr
-    assert_same_tables(root / "accelerate", root / "single", rel=1e-6)
+    assert_same_tables(root / "accelerate", root / "single", rel=REL_ACROSS_BATCHES)

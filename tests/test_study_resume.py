@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaForCausalLM
 
 from conftest import build_tiny_llama, build_tiny_tokenizer
-from test_study import assert_same_tables
+from test_study import REL_ACROSS_BATCHES, assert_same_tables
 
 N_CHECKPOINTS, N_PER_SET = 4, 12
 N_GRADIENTS = N_CHECKPOINTS * 2 * N_PER_SET
@@ -129,4 +129,6 @@ def test_a_killed_study_resumes_to_an_uninterrupted_runs_tables(long_study, kill
     if kill_after == "a checkpoint is done":
         assert resumed >= 1
     assert not (out / ".partial").exists()
-    assert_same_tables(out, fresh, rel=1e-12)
+    # The rows are bit for bit an uninterrupted run's, but those read back from the cache take
+    # their dot products in other groupings than their batch's: other matmul shapes.
+    assert_same_tables(out, fresh, rel=REL_ACROSS_BATCHES)
