@@ -37,7 +37,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("validity-out"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--setups", default=",".join(SETUPS), help="comma-separated: r64,r16")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="retraining seeds (default: 2, --quick 1)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     setups = [SETUPS[name] for name in args.setups.split(",")]
     size = QUICK if args.quick else FULL
+    if args.seeds is not None:
+        size = replace(size, seeds=tuple(range(args.seeds)))
     run_benchmark(args.out, size, setups, progress=not args.no_progress)
     results = collect_results(args.out)
     table = render_table(results)
