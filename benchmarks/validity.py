@@ -109,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", type=int, default=None, help="retraining seeds (default: 2, --quick 1)"
     )
+    parser.add_argument(
+        "--reanalyze",
+        action="store_true",
+        help="recompute the scores and agreement from the saved runs, keeping their timings",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -116,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = QUICK if args.quick else FULL
     if args.seeds is not None:
         size = replace(size, seeds=tuple(range(args.seeds)))
-    run_benchmark(args.out, size, setups, progress=not args.no_progress)
+    if args.reanalyze:
+        for setup in setups:
+            reanalyze_setup(args.out / setup.name)
+    else:
+        run_benchmark(args.out, size, setups, progress=not args.no_progress)
     results = collect_results(args.out)
     table = render_table(results)
     print(table)
@@ -139,6 +148,17 @@ def run_benchmark(out: Path, size: Size, setups: Sequence[Setup], *, progress: b
             machine=_machine(), size=asdict(size), wall_s=round(time.monotonic() - started, 1)
         )
         (out / setup.name / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def reanalyze_setup(root: Path) -> None:
+    """Recompute a finished set-up's measured changes, scores and agreement from its files."""
+    path = root / "result.json"
+    result = json.loads(path.read_text())
+    last = max((root / "base").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    result["changes"] = _measured_changes(root / "validate", result["size"]["seeds"])
+    result["scores"] = compute_variant_scores(root / "study", _learning_rates(last))
+    result["agreement"] = compute_variant_agreement(result["scores"], result["changes"])
+    path.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def collect_results(out: Path) -> dict[str, Any]:
@@ -303,69 +323,96 @@ def _learning_rates(checkpoint: Path) -> dict[int, float]:
 
 
 def load_pair_tables(study_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per probe set and checkpoint: dots, squared norms and token counts from the study files."""
+    """Per probe set and checkpoint: dots, squared norms, token counts and tasks, from the study
+    files (``relinf.csv`` holds every pair: the study's metrics use ``context: all``)."""
     norms: dict[tuple[int, str, str], tuple[float, int]] = {}
     with (study_dir / "norms.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             key = (int(row["step"]), row["set"], row["id"])
             norms[key] = (float(row["sqnorm"]), int(row["n_completion_tokens"]))
     pairs: dict[tuple[str, int], dict[tuple[str, str], float]] = {}
+    tasks: dict[tuple[str, str], str] = {}
     with (study_dir / "relinf.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             key = (row["probe_set"], int(row["step"]))
             pairs.setdefault(key, {})[row["probe_id"], row["eval_id"]] = float(row["dot"])
+            tasks[row["probe_set"], row["probe_id"]] = row["probe_task"]
+            tasks[EVALS, row["eval_id"]] = row["eval_task"]
     tables: dict[str, list[dict[str, Any]]] = {}
     for (probe_set, step), dots in sorted(pairs.items(), key=lambda item: item[0][1]):
         probes = sorted({p for p, _ in dots})
         evals = sorted({e for _, e in dots})
-        matrix = np.array([[dots[p, e] for e in evals] for p in probes])
+        probe_tasks = [tasks[probe_set, p] for p in probes]
+        eval_tasks = [tasks[EVALS, e] for e in evals]
         tables.setdefault(probe_set, []).append(
             {
                 "step": step,
-                "dots": matrix,
+                "dots": np.array([[dots[p, e] for e in evals] for p in probes]),
                 "probe_sqnorms": np.array([norms[step, probe_set, p][0] for p in probes]),
                 "probe_tokens": np.array([norms[step, probe_set, p][1] for p in probes]),
                 "eval_sqnorms": np.array([norms[step, EVALS, e][0] for e in evals]),
                 "eval_tokens": np.array([norms[step, EVALS, e][1] for e in evals]),
+                "same_task": np.array([[p == e for e in eval_tasks] for p in probe_tasks]),
             }
         )
     return tables
 
 
+#: The pair sets a score averages over: every pair, the same task, other tasks.
+CONTEXTS = {
+    "all": lambda same: np.ones_like(same),
+    "in-task": lambda same: same,
+    "cross-task": lambda same: ~same,
+}
+
+
 def compute_variant_scores(
     study_dir: Path, learning_rates: dict[int, float]
-) -> dict[str, dict[str, float]]:
-    """Every variant's score of every strategy: the mean pair score over all (probe, eval) pairs,
-    normalised, then combined over checkpoints."""
+) -> dict[str, dict[str, Any]]:
+    """Every variant's score of every strategy (``None`` where a context has no pair): the mean
+    pair score over a context's pairs, normalised, then combined over checkpoints. Variants are
+    named ``context/normalization/weighting``."""
     tables = load_pair_tables(study_dir)
-    scores: dict[str, dict[str, float]] = {}
-    for normalization in NORMALIZATIONS:
-        per_step = {}
-        for strategy in STRATEGIES:
-            values = []
-            for t in tables[strategy]:
-                pair_scores, valid = normalize_pair_scores(
-                    t["dots"],
-                    t["probe_sqnorms"],
-                    t["eval_sqnorms"],
-                    t["probe_tokens"],
-                    t["eval_tokens"],
-                    normalization,
-                )
-                values.append(float(pair_scores[:, valid].mean()))
-            per_step[strategy] = np.array(values)
-        steps = [t["step"] for t in tables[STRATEGIES[0]]]
-        rates = [learning_rates[s] for s in steps]
-        for weighting in CHECKPOINT_WEIGHTINGS:
-            name = f"{normalization}/{weighting}"
-            scores[name] = {
-                strategy: float(values @ compute_checkpoint_weights(values, weighting, rates))
-                for strategy, values in per_step.items()
+    steps = [t["step"] for t in tables[STRATEGIES[0]]]
+    rates = [learning_rates[s] for s in steps]
+    scores: dict[str, dict[str, Any]] = {}
+    for context, select in CONTEXTS.items():
+        for normalization in NORMALIZATIONS:
+            per_step = {
+                strategy: _per_step(tables[strategy], select, normalization)
+                for strategy in STRATEGIES
             }
-        scores[f"{normalization}/by-step"] = {
-            s: [round(float(v), 4) for v in values] for s, values in per_step.items()
-        }
+            for weighting in CHECKPOINT_WEIGHTINGS:
+                scores[f"{context}/{normalization}/{weighting}"] = {
+                    strategy: None
+                    if np.isnan(values).all()
+                    else float(
+                        np.nan_to_num(values) @ compute_checkpoint_weights(values, weighting, rates)
+                    )
+                    for strategy, values in per_step.items()
+                }
+            scores[f"{context}/{normalization}/by-step"] = {
+                s: [None if np.isnan(v) else round(float(v), 4) for v in values]
+                for s, values in per_step.items()
+            }
     return scores
+
+
+def _per_step(tables: list[dict[str, Any]], select, normalization: str) -> np.ndarray:
+    """The mean normalised pair score at each checkpoint (NaN where the context has no pair)."""
+    values = []
+    for t in tables:
+        pair_scores, valid = normalize_pair_scores(
+            t["dots"],
+            t["probe_sqnorms"],
+            t["eval_sqnorms"],
+            t["probe_tokens"],
+            t["eval_tokens"],
+            normalization,
+        )
+        used = select(t["same_task"]) & valid[None, :]
+        values.append(float(pair_scores[used].mean()) if used.any() else float("nan"))
+    return np.array(values)
 
 
 # -- agreement --------------------------------------------------------------------------------
@@ -376,21 +423,24 @@ def compute_variant_agreement(
 ) -> dict[str, dict[str, Any]]:
     """Per variant: Spearman with −Δnll, strict and lenient Δaccuracy; sign agreements.
 
+    Over the strategies the variant scores (in-task has no pair of the unrelated strategy).
     Sign agreement with Δaccuracy: score > 0 and a gain, or score < 0 and a loss (a change of 0
     agrees with neither). Against the control: the margin score − score(control) and the gain
-    over the control's run, over the strategies other than the control.
+    over the control's run, over the strategies other than the control (none without a control
+    score).
     """
-    targets = {
-        "neg_delta_nll": [-changes[s]["delta_nll"] for s in STRATEGIES],
-        "delta_accuracy": [changes[s]["delta_accuracy"] for s in STRATEGIES],
-        "delta_lenient": [changes[s]["delta_lenient"] for s in STRATEGIES],
-    }
-    others = [s for s in STRATEGIES if s != CONTROL]
     result = {}
     for name, by_strategy in scores.items():
         if name.endswith("/by-step"):
             continue
-        values = [by_strategy[s] for s in STRATEGIES]
+        scored = [s for s in STRATEGIES if by_strategy[s] is not None]
+        values = [by_strategy[s] for s in scored]
+        targets = {
+            "neg_delta_nll": [-changes[s]["delta_nll"] for s in scored],
+            "delta_accuracy": [changes[s]["delta_accuracy"] for s in scored],
+            "delta_lenient": [changes[s]["delta_lenient"] for s in scored],
+        }
+        others = [s for s in scored if s != CONTROL] if CONTROL in scored else []
         margins = [by_strategy[s] - by_strategy[CONTROL] for s in others]
         gains = [changes[s]["delta_accuracy"] - changes[CONTROL]["delta_accuracy"] for s in others]
         result[name] = {
@@ -433,8 +483,8 @@ def render_table(results: dict[str, Any]) -> str:
         for strategy in STRATEGIES:
             c = changes[strategy]
             lines.append(
-                f"| {strategy} | {scores['relinf/mean'][strategy]:+.3f} | "
-                f"{scores['relinf/last'][strategy]:+.3f} | {c['delta_nll']:+.2f} | "
+                f"| {strategy} | {scores['all/relinf/mean'][strategy]:+.3f} | "
+                f"{scores['all/relinf/last'][strategy]:+.3f} | {c['delta_nll']:+.2f} | "
                 f"{c['delta_accuracy']:+.1f} | {c['seed_spread_accuracy']:.1f} | "
                 f"{c['delta_lenient']:+.1f} |"
             )
@@ -452,10 +502,15 @@ def render_table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {variant} | {_rho(a['spearman_neg_delta_nll'])} | "
                 f"{_rho(a['spearman_delta_accuracy'])} | {_rho(a['spearman_delta_lenient'])} | "
-                f"{a['sign_accuracy']}/{a['n']} | {a['sign_control_accuracy']}/{a['n_control']} |"
+                f"{a['sign_accuracy']}/{a['n']} | "
+                f"{_count(a['sign_control_accuracy'], a['n_control'])} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _count(k: int, n: int) -> str:
+    return f"{k}/{n}" if n else "–"
 
 
 def _rho(value: float | None) -> str:

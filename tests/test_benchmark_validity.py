@@ -70,7 +70,7 @@ def test_quick_run_fills_every_table(tmp_path: Path, monkeypatch, capsys):
         result = json.loads((tmp_path / "out" / setup.name / "result.json").read_text())
         assert set(result["changes"]) == {*validity_data.STRATEGIES, "base"}
         assert result["retrain_runs"] == len(validity_data.STRATEGIES)
-        assert len(result["agreement"]) == 9  # 3 normalisations × 3 weightings
+        assert len(result["agreement"]) == 27  # 3 contexts × 3 normalisations × 3 weightings
         # A two-step retraining moves every strategy's reference NLL.
         assert all(result["changes"][s]["delta_nll"] != 0 for s in validity_data.STRATEGIES)
     assert (tmp_path / "out" / "validity.md").read_text() + "\n" == table
