@@ -201,3 +201,21 @@ def test_hash_of_full_checkpoint_changes_with_config(tmp_path):
     config["rms_norm_eps"] = 1e-3
     (ckpt.path / "config.json").write_text(json.dumps(config))
     assert hash_checkpoint(ckpt) != before
+
+
+def test_learning_rate_log_from_trainer_state(tmp_path):
+    from swiftstudy.model import load_learning_rate_log
+
+    ckpt = Checkpoint(tmp_path, 3, "adapter")
+    assert load_learning_rate_log(ckpt) is None
+    history = [
+        {"step": 1, "loss": 2.0, "learning_rate": 1e-4},
+        {"step": 2, "eval_loss": 1.0},  # no learning rate: skipped
+        {"step": 3, "loss": 1.5, "learning_rate": 5e-5},
+    ]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    assert load_learning_rate_log(ckpt) == [(1, 1e-4), (3, 5e-5)]
+    history[2]["learning_rate"] = "fast"
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    with pytest.raises(InputError, match="log_history\\[2\\]"):
+        load_learning_rate_log(ckpt)

@@ -12,7 +12,7 @@ import pytest
 
 from swiftstudy import ReportFiles, render_report
 from swiftstudy.cli.main import main
-from swiftstudy.constants import VERDICT_POSITIVE
+from swiftstudy.constants import VALIDITY_NOTE, VERDICT_POSITIVE
 from swiftstudy.report.results import build_metric_pairs, load_study_tables
 from swiftstudy.scores import BootstrapSettings, compute_study_statistics
 from swiftstudy.study.outputs import (
@@ -35,6 +35,7 @@ METRICS = (
     ("Plain → Cross-task", "plain set", "plain", "cross-task"),
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+LEARNING_RATES = {0: 1e-4, 50: 3e-4, 100: 0.0}
 
 
 def _relinf(probes: str, step: int, i: int, j: int) -> float:
@@ -45,8 +46,14 @@ def _relinf(probes: str, step: int, i: int, j: int) -> float:
     return float(rng.normal(0, 0.3))
 
 
-def write_result_folder(root: Path, *, norms: bool = True) -> Path:
-    """A result folder as ``run_study`` writes it, with made-up values (no model needed)."""
+def write_result_folder(
+    root: Path, *, norms: bool = True, controls: bool = False, learning_rates: bool = False
+) -> Path:
+    """A result folder as ``run_study`` writes it, with made-up values (no model needed).
+
+    ``controls``: the CoT metrics name ``plain set`` as their control, and the verdict variant is
+    per-token / lr; ``learning_rates``: config.yaml records each checkpoint's learning rate.
+    """
     root.mkdir(parents=True, exist_ok=True)
     sets = {"plain": 3, "cot": 25, "plain set": 4}  # completion tokens of each example
     records = [
@@ -99,7 +106,9 @@ def write_result_folder(root: Path, *, norms: bool = True) -> Path:
             "checkpoints": "/run",
             "sets": {name: {"path": f"/data/{name}.jsonl", "split": None} for name in sets},
             "metrics": [
-                {"name": n, "probes": p, "evals": e, "context": c} for n, p, e, c in METRICS
+                {"name": n, "probes": p, "evals": e, "context": c}
+                | ({"control": "plain set"} if controls and p == "cot" else {})
+                for n, p, e, c in METRICS
             ],
             "max_length": 2048,
             "dtype": "float64",
@@ -110,9 +119,12 @@ def write_result_folder(root: Path, *, norms: bool = True) -> Path:
         "created": "2026-11-25T00:00:00+00:00",
         "checkpoints": [
             {"step": s, "path": f"/run/checkpoint-{s}", "kind": "adapter", "sha256": "ab" * 32}
+            | ({"learning_rate": LEARNING_RATES[s]} if learning_rates else {})
             for s in STEPS
         ],
     }
+    if controls:
+        config["spec"]["verdict"] = {"normalization": "per-token", "checkpoints": "lr"}
     (root / "config.yaml").write_text(dump_yaml(config))
     return root
 
@@ -315,3 +327,71 @@ def test_cli_report_bad_folder_exits_2(result: Path, capsys, mutate, expected):
 def test_cli_report_missing_folder_exits_2(tmp_path: Path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no such result folder" in capsys.readouterr().err
+
+
+def test_headline_verdicts_against_controls_and_every_variant(tmp_path: Path):
+    root = write_result_folder(tmp_path / "controlled", controls=True, learning_rates=True)
+    files = render_report(root, settings=BootstrapSettings(n_resamples=300))
+    verdicts = json.loads(files.verdicts.read_text())
+    headline = verdicts["headline"]
+    assert (headline["normalization"], headline["checkpoints"]) == ("per-token", "lr")
+    assert headline["validity"] == VALIDITY_NOTE and headline["notes"] == []
+    assert [(v["metric"], v["control"], v["control_metric"]) for v in headline["verdicts"]] == [
+        ("CoT <b>in</b> & task", "plain set", "Plain → In-task"),
+        ("CoT → Cross-task", "plain set", "Plain → Cross-task"),
+    ]
+    # The raw RelInf beside each headline is the metric's mean over checkpoints.
+    by_name = {m["metric"]: m for m in verdicts["metrics"]}
+    for v in headline["verdicts"]:
+        mean = by_name[v["metric"]]["mean_over_steps"]
+        assert v["relinf_mean_over_checkpoints"]["value"] == mean["value"]
+
+    variants = {(v["normalization"], v["checkpoints"]): v for v in verdicts["variants"]}
+    assert set(variants) == {
+        (n, w) for n in ("relinf", "cosine", "per-token") for w in ("mean", "last", "lr")
+    }
+    # The headline is the spec's variant; the relinf / mean margin is the comparison.
+    chosen = variants["per-token", "lr"]["margins"]
+    for v, margin in zip(headline["verdicts"], chosen, strict=True):
+        assert v["margin"]["value"] == margin["value"] and v["verdict"] == margin["verdict"]
+    comparison = verdicts["comparisons"][0]["mean_over_steps"]
+    margin = variants["relinf", "mean"]["margins"][0]
+    for key in ("value", "ci_low", "ci_high"):
+        assert margin[key] == pytest.approx(comparison[key], abs=1e-12)
+    assert (
+        margin["verdict"] == "helps more than plain set"
+    )  # CoT helps its own task, plain is noise
+
+    # per-token: d·n_e/(n_p·‖e‖²) = RelInf·n_e/n_p here (‖e‖² = 2, d = 2·RelInf); lr: ∝ η.
+    tokens = {}
+    for record in map(json.loads, (root / "tokens.jsonl").read_text().splitlines()):
+        tokens[record["set"], record["id"]] = sum(record["completion_mask"])
+    values = []
+    for step in STEPS:
+        pairs = [
+            _relinf("cot", step, i, j) * tokens["plain", f"p{j}"] / tokens["cot", f"c{i}"]
+            for i in range(6)
+            for j in range(6)
+            if i != j
+        ]
+        values.append(np.mean(pairs))
+    (cross,) = [m for m in variants["per-token", "last"]["metrics"] if m["metric"] == METRICS[1][0]]
+    assert cross["value"] == pytest.approx(values[-1])
+    (cross,) = [m for m in variants["per-token", "lr"]["metrics"] if m["metric"] == METRICS[1][0]]
+    assert cross["value"] == pytest.approx(0.25 * values[0] + 0.75 * values[1])
+    assert verdicts["learning_rates"] == {str(k): v for k, v in LEARNING_RATES.items()}
+
+    for text in (files.markdown.read_text(), files.html.read_text()):
+        assert "Verdicts against controls" in text
+        assert headline["verdicts"][0]["verdict"] in text
+        assert "likelihood of the reference responses" in text
+        assert "Measured validity" in text
+
+
+def test_report_without_controls_says_how_to_add_one(rendered: ReportFiles):
+    verdicts = json.loads(rendered.verdicts.read_text())
+    assert verdicts["headline"]["verdicts"] == []
+    assert any("lr weighting is not computed" in n for n in verdicts["headline"]["notes"])
+    assert {v["checkpoints"] for v in verdicts["variants"]} == {"mean", "last"}
+    md = rendered.markdown.read_text()
+    assert "No metric names a control" in md and VALIDITY_NOTE in md

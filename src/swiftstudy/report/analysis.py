@@ -20,6 +20,7 @@ from swiftstudy.constants import (
     MIN_VALID_RESAMPLE_SHARE,
 )
 from swiftstudy.report.results import StudyTables, build_metric_pairs
+from swiftstudy.report.verdicts import VerdictAnalysis, analyze_verdicts, describe_verdicts
 from swiftstudy.scores import (
     BootstrapSettings,
     Comparison,
@@ -99,19 +100,23 @@ class ReportAnalysis:
         pairs: Each metric's RelInf matrices and pair masks, rebuilt from the tables.
         statistics: Intervals, verdicts, trends and comparisons.
         norms: Gradient-norm summaries per checkpoint and set; None without ``norms.csv``.
+        verdicts: Every scoring variant, the control margins and the headlines.
     """
 
     tables: StudyTables
     pairs: tuple[MetricPairs, ...]
     statistics: StudyStatistics
     norms: tuple[NormSummary, ...] | None
+    verdicts: VerdictAnalysis
 
 
 def analyze_study(tables: StudyTables, settings: BootstrapSettings | None = None) -> ReportAnalysis:
-    """The statistics of every metric and comparison, and the gradient-norm summaries."""
+    """The statistics of every metric and comparison, the scoring variants and headlines, and
+    the gradient-norm summaries."""
     pairs = tuple(build_metric_pairs(tables))
     statistics = compute_study_statistics(pairs, settings)
-    return ReportAnalysis(tables, pairs, statistics, _summarize_norms(tables))
+    verdicts = analyze_verdicts(tables, statistics, statistics.settings)
+    return ReportAnalysis(tables, pairs, statistics, _summarize_norms(tables), verdicts)
 
 
 def _summarize_norms(tables: StudyTables) -> tuple[NormSummary, ...] | None:
@@ -144,7 +149,8 @@ def _summarize_norms(tables: StudyTables) -> tuple[NormSummary, ...] | None:
 
 
 def describe_analysis(analysis: ReportAnalysis) -> dict[str, Any]:
-    """The content of ``verdicts.json``: settings, rules, verdicts, comparisons, diagnostics."""
+    """The content of ``verdicts.json``: settings, rules, the headlines against controls, every
+    scoring variant, verdicts, comparisons, diagnostics."""
     settings = analysis.statistics.settings
     return {
         "bootstrap": {
@@ -154,6 +160,7 @@ def describe_analysis(analysis: ReportAnalysis) -> dict[str, Any]:
             "level": settings.level,
         },
         "rules": RULES,
+        **describe_verdicts(analysis.verdicts, analysis.tables),
         "metrics": [_describe_metric(m) for m in analysis.statistics.metrics],
         "comparisons": [_describe_comparison(c) for c in analysis.statistics.comparisons],
         "diagnostics": {

@@ -1,8 +1,9 @@
 """What the report says, section by section, built from an analysis and its saved figures.
 
-Sections: the question and key findings, the verdict table and comparisons, the figures, the pairs,
-the diagnostics; then the reference sections from ``reference``: the set-up (model, gradients,
-checkpoints, sets), the method and rules, and how to reproduce.
+Sections: the verdicts against controls (``headline``), the question and key findings, the verdict
+table and comparisons, the figures, the pairs, the diagnostics; then the reference sections from
+``reference``: the set-up (model, gradients, checkpoints, sets), the method and rules, and how to
+reproduce.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from swiftstudy.report.document import (
     Section,
     Table,
 )
+from swiftstudy.report.headline import build_headline
 from swiftstudy.report.reference import build_method, build_reproduce, build_setup
 from swiftstudy.scores import Comparison, Estimate, MetricStatistics, Trend
 
@@ -72,6 +74,7 @@ def build_document(analysis: ReportAnalysis, figures: ReportFigures) -> Document
         f"study run {config.get('created', 'at an unknown time')}"
     )
     sections = (
+        build_headline(analysis),
         _summary(analysis),
         *_comparisons(analysis),
         Section("figures", "Metrics by step", (*figures.metrics_by_step, _step_table(analysis))),

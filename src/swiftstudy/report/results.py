@@ -4,6 +4,11 @@ Nothing here recomputes a gradient. ``relinf.csv`` holds every pair a metric use
 ``tokens.jsonl`` every scored example in set order, so each metric's ``(P, E)`` RelInf matrix and
 pair mask are rebuilt exactly as the study had them, and its bootstrap intervals come out the same.
 ``norms.csv`` is optional: result folders written before it existed have none.
+
+The scoring variants are rebuilt from the same files: ``relinf.csv`` keeps each pair's dot product
+and the eval example's squared norm, ``norms.csv`` every example's squared norm and
+``tokens.jsonl`` its completion tokens (``build_metric_pairs`` with a normalization), and
+``config.yaml`` each checkpoint's learning rate.
 """
 
 from __future__ import annotations
@@ -20,24 +25,28 @@ import numpy as np
 
 from swiftstudy.constants import (
     CONFIG_YAML,
+    DEFAULT_VERDICT_VARIANT,
+    NORMALIZATION_COSINE,
+    NORMALIZATION_RELINF,
     NORMS_CSV,
     RELINF_CSV,
     SCORES_CSV,
     TOKENS_JSONL,
 )
 from swiftstudy.errors import InputError
-from swiftstudy.scores import MetricPairs, PairMatrix, compute_pair_mask
+from swiftstudy.scores import MetricPairs, PairMatrix, compute_pair_mask, normalize_pair_scores
 from swiftstudy.yamlio import load_yaml
 
 
 @dataclass(frozen=True)
 class MetricDefinition:
-    """A metric as the study defined it."""
+    """A metric as the study defined it (``control``: its control probe set, or None)."""
 
     name: str
     probes: str
     evals: str
     context: str
+    control: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,10 @@ class StudyTables:
         relinf: ``(step, probe set, eval set)`` → ``{(probe id, eval id): RelInf}``.
         n_pairs: ``(metric, step)`` → pairs, as ``scores.csv`` has it.
         norms: ``norms.csv``, or None when the folder has none.
+        dots: Keyed like ``relinf``: ``{(probe id, eval id): (dot, eval sqnorm)}``.
+        learning_rates: Step → the learning rate of the interval that ended there, from
+            ``config.yaml``; None when a checkpoint has none (no ``trainer_state.json``).
+        verdict: The headline's ``(normalization, checkpoints)`` variant from the spec.
     """
 
     out_dir: Path
@@ -85,6 +98,9 @@ class StudyTables:
     relinf: dict[tuple[int, str, str], dict[tuple[str, str], float]]
     n_pairs: dict[tuple[str, int], int]
     norms: tuple[NormRecord, ...] | None
+    dots: dict[tuple[int, str, str], dict[tuple[str, str], tuple[float, float]]]
+    learning_rates: dict[int, float] | None = None
+    verdict: tuple[str, str] = DEFAULT_VERDICT_VARIANT
 
 
 def load_study_tables(out_dir: str | Path) -> StudyTables:
@@ -113,24 +129,37 @@ def load_study_tables(out_dir: str | Path) -> StudyTables:
         )
     steps = tuple(sorted({step for _, step in n_pairs}))
     norms_path = out_dir / NORMS_CSV
+    relinf, dots = _relinf(out_dir / RELINF_CSV)
     return StudyTables(
         out_dir=out_dir,
         config=config,
         metrics=metrics,
         steps=steps,
         examples=_examples(out_dir / TOKENS_JSONL),
-        relinf=_relinf(out_dir / RELINF_CSV),
+        relinf=relinf,
         n_pairs=n_pairs,
         norms=_norms(norms_path) if norms_path.is_file() else None,
+        dots=dots,
+        learning_rates=_learning_rates(config),
+        verdict=_verdict(config),
     )
 
 
-def build_metric_pairs(tables: StudyTables) -> list[MetricPairs]:
-    """Each metric's RelInf matrix and pair mask at every step, as the study computed them.
+def build_metric_pairs(
+    tables: StudyTables, normalization: str = NORMALIZATION_RELINF
+) -> list[MetricPairs]:
+    """Each metric's pair scores and pair mask at every step, as the study computed them.
 
     A pair is used when the metric's context selects it and ``relinf.csv`` has it (the study
-    leaves out the pairs of evaluation examples whose gradient is zero).
+    leaves out the pairs of evaluation examples whose gradient is zero). ``relinf`` takes the
+    saved RelInf; another normalization (``scores.normalize_pair_scores``) recomputes each pair's
+    score from its dot product, the squared norms and the completion tokens.
+
+    Raises:
+        InputError: A pair names no scored example, or ``cosine`` without ``norms.csv``.
     """
+    if normalization != NORMALIZATION_RELINF:
+        return [_normalized_pairs(tables, m, normalization) for m in tables.metrics]
     result = []
     for metric in tables.metrics:
         for name in (metric.probes, metric.evals):
@@ -163,10 +192,89 @@ def build_metric_pairs(tables: StudyTables) -> list[MetricPairs]:
     return result
 
 
+def _normalized_pairs(
+    tables: StudyTables, metric: MetricDefinition, normalization: str
+) -> MetricPairs:
+    """One metric's pairs with scores recomputed from ``relinf.csv``'s dot products."""
+    probes, evals = tables.examples[metric.probes], tables.examples[metric.evals]
+    mask = compute_pair_mask([e.task for e in probes], [e.task for e in evals], metric.context)
+    row = {e.id: i for i, e in enumerate(probes)}
+    col = {e.id: j for j, e in enumerate(evals)}
+    probe_tokens = np.array([e.n_completion_tokens for e in probes], dtype=np.float64)
+    eval_tokens = np.array([e.n_completion_tokens for e in evals], dtype=np.float64)
+    sqnorms = _sqnorms(tables, normalization)
+    matrices = []
+    for step in tables.steps:
+        dots = np.zeros((len(probes), len(evals)))
+        eval_sqnorms = np.zeros(len(evals))
+        present = np.zeros(mask.shape, dtype=bool)
+        for (probe_id, eval_id), (dot, sqnorm) in tables.dots.get(
+            (step, metric.probes, metric.evals), {}
+        ).items():
+            if probe_id not in row or eval_id not in col:
+                raise InputError(
+                    f"step {step}: pair ({probe_id!r}, {eval_id!r}) of no scored example",
+                    path=tables.out_dir / RELINF_CSV,
+                )
+            i, j = row[probe_id], col[eval_id]
+            dots[i, j], eval_sqnorms[j], present[i, j] = dot, sqnorm, True
+        probe_sqnorms = None
+        if sqnorms is not None:
+            probe_sqnorms = np.array(
+                [sqnorms.get((step, metric.probes, e.id), 0.0) for e in probes]
+            )
+        scores, valid = normalize_pair_scores(
+            dots, probe_sqnorms, eval_sqnorms, probe_tokens, eval_tokens, normalization
+        )
+        matrices.append(PairMatrix(step, scores, mask.numpy() & present & valid[None, :]))
+    return MetricPairs(metric.name, metric.probes, metric.evals, metric.context, tuple(matrices))
+
+
+def _sqnorms(tables: StudyTables, normalization: str) -> dict[tuple[int, str, str], float] | None:
+    if tables.norms is None:
+        if normalization == NORMALIZATION_COSINE:
+            raise InputError(
+                f"the cosine normalization needs {NORMS_CSV}; rerun the study",
+                path=tables.out_dir,
+            )
+        return None
+    return {(r.step, r.set, r.id): r.sqnorm for r in tables.norms}
+
+
+def _learning_rates(config: dict[str, Any]) -> dict[int, float] | None:
+    """Step → learning rate from ``config.yaml``'s checkpoints; None unless every one has it."""
+    entries = config.get("checkpoints")
+    if not isinstance(entries, list) or not entries:
+        return None
+    rates = {}
+    for entry in entries:
+        rate = entry.get("learning_rate") if isinstance(entry, dict) else None
+        if not isinstance(rate, int | float) or isinstance(rate, bool):
+            return None
+        rates[int(entry["step"])] = float(rate)
+    return rates
+
+
+def _verdict(config: dict[str, Any]) -> tuple[str, str]:
+    verdict = config["spec"].get("verdict")
+    if not isinstance(verdict, dict):
+        return DEFAULT_VERDICT_VARIANT
+    return (
+        str(verdict.get("normalization", DEFAULT_VERDICT_VARIANT[0])),
+        str(verdict.get("checkpoints", DEFAULT_VERDICT_VARIANT[1])),
+    )
+
+
 def _metrics(config: dict[str, Any], path: Path) -> tuple[MetricDefinition, ...]:
     try:
         return tuple(
-            MetricDefinition(str(m["name"]), str(m["probes"]), str(m["evals"]), str(m["context"]))
+            MetricDefinition(
+                str(m["name"]),
+                str(m["probes"]),
+                str(m["evals"]),
+                str(m["context"]),
+                None if m.get("control") is None else str(m["control"]),
+            )
             for m in config["spec"]["metrics"]
         )
     except (KeyError, TypeError) as err:
@@ -221,15 +329,20 @@ def _examples(path: Path) -> dict[str, tuple[ExampleInfo, ...]]:
     return {name: tuple(infos) for name, infos in examples.items()}
 
 
-def _relinf(path: Path) -> dict[tuple[int, str, str], dict[tuple[str, str], float]]:
-    required = ("step", "probe_set", "probe_id", "eval_set", "eval_id", "relinf")
+def _relinf(path: Path) -> tuple[dict, dict]:
+    """``relinf.csv`` as RelInf and as (dot, eval sqnorm), keyed by step and sets, then ids."""
+    required = ("step", "probe_set", "probe_id", "eval_set", "eval_id", "dot", "eval_sqnorm")
     pairs: dict[tuple[int, str, str], dict[tuple[str, str], float]] = {}
-    for line, row in _read_csv(path, required):
+    dots: dict[tuple[int, str, str], dict[tuple[str, str], tuple[float, float]]] = {}
+    for line, row in _read_csv(path, (*required, "relinf")):
         key = (_int(row, "step", path, line), row["probe_set"], row["eval_set"])
-        pairs.setdefault(key, {})[row["probe_id"], row["eval_id"]] = _float(
-            row, "relinf", path, line
+        ids = row["probe_id"], row["eval_id"]
+        pairs.setdefault(key, {})[ids] = _float(row, "relinf", path, line)
+        dots.setdefault(key, {})[ids] = (
+            _float(row, "dot", path, line),
+            _float(row, "eval_sqnorm", path, line),
         )
-    return pairs
+    return pairs, dots
 
 
 def _norms(path: Path) -> tuple[NormRecord, ...]:

@@ -1,0 +1,225 @@
+"""The headline verdicts of a study: every scoring variant, and each strategy against its control.
+
+``analyze_verdicts`` rebuilds every metric's pair scores under each normalisation
+(``results.build_metric_pairs``), combines the checkpoints under each weighting and computes each
+control margin (``scores.compute_variant_scores``, the same resamples as every other interval).
+The headline of a metric with a control is its margin under the spec's ``verdict`` variant:
+"helps more than", "no better than" or "worse than" the control. ``describe_verdicts`` is the
+part of ``verdicts.json`` that records them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from swiftstudy.constants import (
+    CHECKPOINT_WEIGHTINGS,
+    DEFAULT_VERDICT_VARIANT,
+    NORMALIZATION_COSINE,
+    NORMALIZATIONS,
+    NORMS_CSV,
+    VALIDITY_NOTE,
+    WEIGHTING_LR,
+)
+from swiftstudy.report.results import MetricDefinition, StudyTables, build_metric_pairs
+from swiftstudy.scores import (
+    BootstrapSettings,
+    ControlMargin,
+    Estimate,
+    StudyStatistics,
+    VariantScores,
+    compute_variant_scores,
+)
+
+#: What RelInf predicts, stated beside every headline.
+RELINF_PREDICTS = (
+    "RelInf predicts the change in likelihood of the reference responses of the evaluation "
+    "set, not a grader's verdict: a format change such as chain of thought can lower accuracy "
+    "under a strict grader and raise it under a lenient one."
+)
+VARIANT_RULES = {
+    "normalizations": "relinf: ⟨p, e⟩ / ‖e‖² (the paper's); cosine: ⟨p, e⟩ / (‖p‖ ‖e‖); "
+    "per-token: RelInf of gradients each divided by its completion token count, "
+    "⟨p, e⟩ n_e / (n_p ‖e‖²)",
+    "checkpoints": "mean: equal weights; last: the last checkpoint; lr: weights proportional to "
+    "the mean logged learning rate over the steps since the previous checkpoint "
+    "(trainer_state.json, as in TracInCP and LESS)",
+    "control": "a strategy's margin is its metric minus its control's (same evaluation set and "
+    "context, the control's probes), combined over checkpoints with the variant's weights; its "
+    "interval comes from the same resamples. Headline: 'helps more than <control>' when the "
+    "interval lies above 0, 'worse than <control>' below 0, otherwise 'no better than <control>'",
+}
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A strategy metric against its control under the headline variant.
+
+    Attributes:
+        metric: The strategy's metric.
+        probes: Its probe set.
+        control: The control's probe set.
+        control_metric: The control's metric.
+        relinf: The raw RelInf mean over checkpoints (the paper's score, always shown).
+        margin: The margin over the control under the headline variant.
+    """
+
+    metric: str
+    probes: str
+    control: str
+    control_metric: str
+    relinf: Estimate
+    margin: ControlMargin
+
+
+@dataclass(frozen=True)
+class VerdictAnalysis:
+    """Every variant of every metric, and the headlines.
+
+    Attributes:
+        variant: The headline's ``(normalization, checkpoints)``.
+        variants: ``(normalization, scores)`` for every variant computed.
+        headlines: One per metric with a control, in metric order.
+        notes: Why a variant was not computed, or why the headline uses another variant.
+    """
+
+    variant: tuple[str, str]
+    variants: tuple[tuple[str, VariantScores], ...]
+    headlines: tuple[Headline, ...]
+    notes: tuple[str, ...]
+
+
+def find_control_metrics(metrics: tuple[MetricDefinition, ...]) -> dict[str, str]:
+    """Strategy metric name → its control's metric name (same evals and context)."""
+    controls = {}
+    for metric in metrics:
+        if metric.control is None:
+            continue
+        control = next(
+            (
+                m
+                for m in metrics
+                if (m.probes, m.evals, m.context) == (metric.control, metric.evals, metric.context)
+            ),
+            None,
+        )
+        if control is not None:
+            controls[metric.name] = control.name
+    return controls
+
+
+def analyze_verdicts(
+    tables: StudyTables, statistics: StudyStatistics, settings: BootstrapSettings | None = None
+) -> VerdictAnalysis:
+    """Every scoring variant of every metric, each control margin, and the headlines."""
+    settings = settings or BootstrapSettings()
+    notes = []
+    normalizations = list(NORMALIZATIONS)
+    if tables.norms is None:
+        normalizations.remove(NORMALIZATION_COSINE)
+        notes.append(f"cosine is not computed: the folder has no {NORMS_CSV}.")
+    weightings = list(CHECKPOINT_WEIGHTINGS)
+    if tables.learning_rates is None:
+        weightings.remove(WEIGHTING_LR)
+        notes.append(
+            "lr weighting is not computed: config.yaml has no learning rate for every checkpoint "
+            "(no trainer_state.json)."
+        )
+    controls = find_control_metrics(tables.metrics)
+    variants = tuple(
+        (normalization, scores)
+        for normalization in normalizations
+        for scores in compute_variant_scores(
+            build_metric_pairs(tables, normalization),
+            controls,
+            weightings,
+            tables.learning_rates,
+            settings,
+        )
+    )
+    variant = tables.verdict
+    if variant[0] not in normalizations or variant[1] not in weightings:
+        notes.append(
+            f"The spec's verdict variant {variant[0]} / {variant[1]} is not available here; "
+            f"the headline uses {DEFAULT_VERDICT_VARIANT[0]} / {DEFAULT_VERDICT_VARIANT[1]}."
+        )
+        variant = DEFAULT_VERDICT_VARIANT
+    return VerdictAnalysis(
+        variant, variants, _headlines(tables, statistics, variants, variant), tuple(notes)
+    )
+
+
+def _headlines(
+    tables: StudyTables,
+    statistics: StudyStatistics,
+    variants: tuple[tuple[str, VariantScores], ...],
+    variant: tuple[str, str],
+) -> tuple[Headline, ...]:
+    chosen = next(s for n, s in variants if (n, s.weighting) == variant)
+    metrics = {m.name: m for m in tables.metrics}
+    means = {m.name: m.summary.mean_over_steps for m in statistics.metrics}
+    return tuple(
+        Headline(
+            metric=margin.metric,
+            probes=metrics[margin.metric].probes,
+            control=metrics[margin.control].probes,
+            control_metric=margin.control,
+            relinf=means[margin.metric],
+            margin=margin,
+        )
+        for margin in chosen.margins
+    )
+
+
+def describe_verdicts(analysis: VerdictAnalysis, tables: StudyTables) -> dict[str, Any]:
+    """The ``headline``, ``variants`` and ``learning_rates`` entries of ``verdicts.json``."""
+    return {
+        "headline": {
+            "normalization": analysis.variant[0],
+            "checkpoints": analysis.variant[1],
+            "relinf_predicts": RELINF_PREDICTS,
+            "validity": VALIDITY_NOTE,
+            "verdicts": [
+                {
+                    "metric": h.metric,
+                    "probes": h.probes,
+                    "control": h.control,
+                    "control_metric": h.control_metric,
+                    "verdict": h.margin.verdict,
+                    "margin": _interval(h.margin.margin),
+                    "relinf_mean_over_checkpoints": _interval(h.relinf),
+                }
+                for h in analysis.headlines
+            ],
+            "notes": list(analysis.notes),
+        },
+        "variant_rules": VARIANT_RULES,
+        "learning_rates": None
+        if tables.learning_rates is None
+        else {str(step): rate for step, rate in tables.learning_rates.items()},
+        "variants": [
+            {
+                "normalization": normalization,
+                "checkpoints": scores.weighting,
+                "metrics": [{"metric": name, **_interval(e)} for name, e in scores.values],
+                "margins": [_describe_margin(m) for m in scores.margins],
+            }
+            for normalization, scores in analysis.variants
+        ],
+    }
+
+
+def _describe_margin(margin: ControlMargin) -> dict[str, Any]:
+    return {
+        "metric": margin.metric,
+        "control_metric": margin.control,
+        "difference": "metric - control",
+        "verdict": margin.verdict,
+        **_interval(margin.margin),
+        "steps": [{"step": step, **_interval(e)} for step, e in margin.steps],
+    }
+
+
+def _interval(estimate: Estimate) -> dict[str, float | None]:
+    return {"value": estimate.value, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high}
