@@ -1,4 +1,4 @@
-"""Validation statistics against scipy: Wilson interval, exact McNemar test, Spearman's ρ."""
+"""Validation statistics against scipy and by hand: Wilson, McNemar, paired mean, Spearman's ρ."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from scipy import stats
 from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.validate.stats import (
     compute_mcnemar_p_value,
+    compute_paired_mean_interval,
+    compute_spearman_interval,
     compute_wilson_interval,
     count_discordant,
 )
@@ -83,3 +85,34 @@ def test_spearman_edge_cases():
     assert compute_rank_correlation([1, 1, 1], [1, 2, 3]) is None  # constant
     with pytest.raises(ValueError):
         compute_rank_correlation([1, 2, 3], [1, 2])
+
+
+def test_paired_mean_interval_by_hand_and_against_scipy():
+    # d = 0.5, -0.1, 0.3, 0.2, 0.1: mean 0.2, Σ(d - 0.2)² = 0.09 + 0.09 + 0.01 + 0 + 0.01 = 0.2,
+    # s² = 0.2 / 4 = 0.05, se = √(0.05 / 5) = 0.1, z = 1.959964: 0.2 ± 0.1959964.
+    differences = [0.5, -0.1, 0.3, 0.2, 0.1]
+    assert compute_paired_mean_interval(differences) == pytest.approx(
+        (0.2 - 0.1959963984540054, 0.2 + 0.1959963984540054), rel=1e-12
+    )
+    rng = random.Random(0)
+    sample = [rng.gauss(0.3, 2.0) for _ in range(200)]
+    mean = sum(sample) / len(sample)
+    ref = stats.norm.interval(0.9, loc=mean, scale=stats.sem(sample))
+    assert compute_paired_mean_interval(sample, 0.9) == pytest.approx(ref, rel=1e-12)
+    assert compute_paired_mean_interval([1.0]) is None
+    assert compute_paired_mean_interval([2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_spearman_interval_is_bonett_wright_fisher_z():
+    # ρ = 0.5, n = 7: atanh 0.5 = 0.549306, half-width 1.959964 · 1.03 / √4 = 1.009381,
+    # tanh(−0.460075) = −0.430146, tanh(1.558688) = 0.915208.
+    assert compute_spearman_interval(0.5, 7) == pytest.approx(
+        (-0.4301455872691177, 0.9152075842342456), rel=1e-12
+    )
+    low, high = compute_spearman_interval(-0.9, 50)
+    assert -1 < low < -0.9 < high < 0 and (low + high) / 2 > -0.9  # skewed towards 0
+    assert compute_spearman_interval(0.8, 3) is None  # n ≤ 3: no standard error
+    assert compute_spearman_interval(None, 10) is None
+    assert compute_spearman_interval(1.0, 10) == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        compute_spearman_interval(1.5, 10)
