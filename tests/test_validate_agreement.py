@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from swiftstudy.data import Example, Message
 from swiftstudy.errors import InputError
+from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.validate.agreement import (
     StrategyMatch,
     compute_agreement,
@@ -16,9 +18,11 @@ from swiftstudy.validate.agreement import (
     match_strategies,
 )
 from swiftstudy.validate.evaluators import EvalQuery, Grade
+from swiftstudy.validate.likelihood import QueryNll
 from swiftstudy.validate.outputs import render_accuracy_csv, render_table_md
 from swiftstudy.validate.results import compute_accuracy_rows, compute_task_accuracies
 from swiftstudy.validate.spec import load_validate_spec
+from swiftstudy.validate.stats import compute_spearman_interval, compute_wilson_interval
 
 SCORES = (
     "metric,context,probes,evals,step,checkpoint,value,n_pairs,ci_low,ci_high\n"
@@ -125,8 +129,8 @@ def test_accuracy_rows_are_paired_against_the_baseline():
     assert better.p_value == pytest.approx(2 / 2**10)
     assert better.ci_high == 1.0 and better.ci_low < 1.0
     text = render_accuracy_csv(rows)
-    assert text.splitlines()[0] == "run,n,correct,accuracy,ci_low,ci_high,delta,p_value"
-    assert text.splitlines()[1].endswith(",0.0,")
+    assert text.splitlines()[0].startswith("run,n,correct,accuracy,ci_low,ci_high,delta,p_value,")
+    assert text.splitlines()[1].endswith(",0.0,,,,,,")  # no p-value, no NLL given
 
 
 def test_table_md_has_task_columns_and_bold_significant_deltas():
@@ -147,3 +151,94 @@ def test_table_md_has_task_columns_and_bold_significant_deltas():
     assert "| Run | Accuracy | 95% CI | Δ | p | task0 | task1 |" in table
     assert "| base | 50.0 | 29.9–70.1 | – | – | 50.0 | 50.0 |" in table
     assert "| better | 100.0 | 83.9–100.0 | **+50.0** | 0.002 | 100.0 | 100.0 |" in table
+
+
+def _nlls(values: dict[str, list[float]]) -> dict[str, list[QueryNll]]:
+    return {run: [QueryNll(v, 2) for v in vs] for run, vs in values.items()}
+
+
+def test_rows_carry_the_paired_nll_difference():
+    nlls = _nlls({"base": [4.0, 6.0, 8.0, 2.0], "run": [3.0, 6.0, 5.0, 2.0]})
+    base, run = compute_accuracy_rows(None, "base", nlls)
+    # run − base per query: −1, 0, −3, 0; mean −1; s² = (0 + 1 + 4 + 1) / 3 = 2, se = √(2/4).
+    assert (run.nll, run.nll_per_token, run.delta_nll) == (4.0, 2.0, -1.0)
+    half = 1.959963984540054 * math.sqrt(0.5)
+    assert (run.delta_nll_low, run.delta_nll_high) == pytest.approx((-1 - half, -1 + half))
+    assert (base.nll, base.delta_nll, base.delta_nll_low) == (5.0, 0.0, None)
+    assert run.accuracy is None and run.correct is None and run.p_value is None
+    line = render_accuracy_csv([base, run]).splitlines()[2]
+    assert line.startswith("run,4,,,,,,,4.0,2.0,-1.0,")
+
+
+def test_agreement_against_nll_and_accuracy_with_intervals(tmp_path: Path):
+    (tmp_path / "scores.csv").write_text(SCORES)
+    scores = load_swift_scores(tmp_path / "scores.csv")
+    outcomes = {
+        "base": [True, False, False, False],
+        "a": [True, True, True, False],  # +0.50
+        "b": [True, True, False, False],  # +0.25
+        "c": [False, False, False, False],  # -0.25
+        "d": [True, False, False, False],  # 0
+        "f": [True, True, False, False],  # +0.25
+    }
+    # Δnll: a −3, b −1, c +2, d −0.5 (the score's sign, unlike the accuracy), f +1.
+    nlls = _nlls(
+        {
+            "base": [5.0, 5.0, 5.0, 5.0],
+            "a": [2.0, 2.0, 2.0, 2.0],
+            "b": [4.0, 4.0, 4.0, 4.0],
+            "c": [7.0, 7.0, 7.0, 7.0],
+            "d": [4.5, 4.5, 4.5, 4.5],
+            "f": [6.0, 6.0, 6.0, 6.0],
+        }
+    )
+    grades = {run: [Grade(c) for c in o] for run, o in outcomes.items()}
+    accuracy = compute_accuracy_rows(grades, "base", nlls)
+    matches = [
+        StrategyMatch("a", "CoT in"),  # +0.3
+        StrategyMatch("b", "CoT cross"),  # +0.05
+        StrategyMatch("c", "Clarify cross"),  # -0.02
+        StrategyMatch("d", "Eval cross"),  # +0.01
+        StrategyMatch("f", "Eval cross 2"),  # +0.03
+    ]
+    agreement = compute_agreement(matches, scores, accuracy, "base", tmp_path / "scores.csv")
+    # Scores rank a 5, b 4, f 3, d 2, c 1. −Δnll: a 3, b 1, d 0.5, f −1, c −2 → ranks 5 4 2 3 1:
+    # d² = 0 + 0 + 1 + 1 + 0 = 2, ρ = 1 − 6·2 / (5·24) = 0.9.
+    assert agreement.spearman_nll == pytest.approx(0.9)
+    assert agreement.spearman_nll_interval == pytest.approx(
+        compute_spearman_interval(0.9, 5), rel=1e-12
+    )
+    assert agreement.sign_agreements_nll == 4  # f: positive score, NLL rose
+    assert agreement.sign_agreements_nll_interval == compute_wilson_interval(4, 5)
+    # Gains a 0.5, b 0.25, f 0.25, d 0, c −0.25 → ranks 5, 3.5, 3.5, 2, 1 against 5, 4, 3, 2, 1.
+    assert agreement.spearman == pytest.approx(
+        compute_rank_correlation([5, 4, 3, 2, 1], [5, 3.5, 3.5, 2, 1])
+    )
+    assert agreement.sign_agreements == 4  # d: no gain
+    assert agreement.spearman_interval == pytest.approx(
+        compute_spearman_interval(agreement.spearman, 5)
+    )
+    by_run = {s.run: s for s in agreement.strategies}
+    assert (by_run["d"].sign_agrees, by_run["d"].sign_agrees_nll) == (False, True)
+    assert by_run["f"].delta_nll == by_run["f"].delta_nll_low == 1.0  # no spread: a point
+    data = json.loads(json.dumps(agreement.to_dict()))
+    assert data["spearman_nll_interval"] == list(agreement.spearman_nll_interval)
+    assert data["sign_agreements_nll"] == 4 and data["sign_agreements"] == 4
+
+    # Loss only: the accuracy side is empty, the NLL side unchanged.
+    loss_only = compute_accuracy_rows(None, "base", nlls)
+    agreement = compute_agreement(matches, scores, loss_only, "base", tmp_path / "scores.csv")
+    assert agreement.spearman is None and agreement.sign_agreements is None
+    assert agreement.spearman_interval is None and agreement.sign_agreements_interval is None
+    assert agreement.spearman_nll == pytest.approx(0.9)
+    table = render_table_md(
+        loss_only,
+        baseline="base",
+        eval_name="e.jsonl",
+        evaluator="numeric",
+        task_accuracy={},
+        agreement=agreement,
+    )
+    assert "Against the accuracy gain" not in table
+    assert "Against −ΔNLL over 5 strategies: Spearman ρ = +0.90 (95% CI" in table
+    assert "| a | CoT in | +0.3000 | – | – | – | -3.000 | yes |" in table

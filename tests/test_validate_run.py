@@ -117,8 +117,16 @@ def test_validate_writes_every_file_and_reuses_unchanged_runs(validate_dir, trai
         "ci_high",
         "delta",
         "p_value",
+        "nll",
+        "nll_per_token",
+        "delta_nll",
+        "delta_nll_low",
+        "delta_nll_high",
     ]
     assert [r["run"] for r in rows] == ["base", "base+more", "cont"]
+    assert all(float(r["nll"]) > 0 and float(r["nll_per_token"]) > 0 for r in rows)
+    assert rows[0]["delta_nll"] == "0.0" and rows[0]["delta_nll_low"] == ""
+    assert float(rows[1]["delta_nll_low"]) <= float(rows[1]["delta_nll"])
     assert all(r["n"] == "5" for r in rows)
     assert rows[0]["delta"] == "0.0" and rows[0]["p_value"] == ""
     assert all(
@@ -140,12 +148,12 @@ def test_validate_writes_every_file_and_reuses_unchanged_runs(validate_dir, trai
     }
     assert predictions[0]["golden"] == "The answer is 0."
     table = (out / "table.md").read_text()
-    assert "| base+more |" in table and "| t0 | t1 |" in table
+    assert "| base+more |" in table and "| t0 | t1 |" in table and "| ΔNLL |" in table
     assert (out / "figures" / "accuracy.png").stat().st_size > 0
     assert not (out / "agreement.json").exists()
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert [r["trained"] for r in config["runs"]] == [True, True, True]
-    assert config["n_queries"] == 5 and config["quick"] is False
+    assert config["n_queries"] == 5 and config["quick"] is False and config["loss_only"] is False
     # `cont` continued from `base`'s final checkpoint, through `swiftstudy train`.
     cont_config = yaml.safe_load((out / "runs" / "cont" / "train_config.yaml").read_text())
     assert cont_config["spec"]["init_from"] == str(out / "runs" / "base" / "checkpoint-2")
@@ -299,11 +307,18 @@ def test_agreement_with_a_swift_study(validate_dir):
     assert by_run["more-cont"]["swift_score"] == pytest.approx(0.4)
     assert by_run["more-cont"]["gain"] == pytest.approx(result.accuracy[2].delta)
     assert agreement["n"] == 2 and agreement["spearman"] is None  # two points say nothing
+    assert agreement["spearman_nll"] is None and agreement["spearman_nll_interval"] is None
+    assert agreement["spearman_interval"] is None
+    assert agreement["sign_agreements_nll"] in (0, 1, 2)
+    assert len(agreement["sign_agreements_nll_interval"]) == 2
+    assert by_run["more-cont"]["delta_nll"] == pytest.approx(result.accuracy[2].delta_nll)
+    assert isinstance(by_run["more-cont"]["sign_agrees_nll"], bool)
     assert agreement["unmatched"] == [
         {"run": "other", "reason": "its name names no probe set of the swift study"}
     ]
     assert "Swift study against retraining" in (validate_dir / "out" / "table.md").read_text()
     assert (validate_dir / "out" / "figures" / "swift-vs-gain.png").is_file()
+    assert (validate_dir / "out" / "figures" / "swift-vs-nll.png").is_file()
 
     swift = {"scores": "scores.csv", "metrics": {"other": "nope"}}
     spec = _write_spec(validate_dir, runs=runs, swift=swift)

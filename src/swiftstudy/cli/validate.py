@@ -1,8 +1,12 @@
-"""``swiftstudy validate SPEC --out DIR [--quick] [KEY=VALUE ...]``: the retraining validation."""
+"""``swiftstudy validate SPEC --out DIR [--quick] [--loss-only] [KEY=VALUE ...]``: retraining."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from swiftstudy.validate import AccuracyRow
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -10,9 +14,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "validate",
         help="retrain with each strategy's data and check the swift study's prediction",
-        description="Train every run of the spec (unchanged runs are reused), answer the eval "
-        "set greedily with each, grade the answers, and write accuracy.csv, predictions.jsonl, "
-        "table.md, agreement.json (with swift:) and figures.",
+        description="Train every run of the spec (unchanged runs are reused), compute the NLL "
+        "of the eval set's reference responses with each (what the swift study predicts), "
+        "answer the eval set greedily with each, grade the answers, and write accuracy.csv, "
+        "predictions.jsonl, table.md, agreement.json (with swift:) and figures.",
     )
     parser.add_argument("spec", help="the validate spec (YAML)")
     parser.add_argument("--out", required=True, help="output folder (also holds the runs)")
@@ -23,6 +28,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--quick",
         action="store_true",
         help="short runs on the first queries (the spec's quick: section), for a first look",
+    )
+    parser.add_argument(
+        "--loss-only",
+        action="store_true",
+        help="only the reference NLL: no decoding, no grading (accuracy columns left empty)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(run=run)
@@ -37,25 +47,43 @@ def run(args: argparse.Namespace, command: str) -> int:
         args.out,
         overrides=args.overrides,
         quick=args.quick,
+        loss_only=args.loss_only,
         progress=not args.no_progress,
         command=command,
     )
     reused = {outcome.name for outcome in result.runs if not outcome.trained}
     width = max(len(row.run) for row in result.accuracy)
     for row in result.accuracy:
-        p_value = "" if row.p_value is None else f"  p={row.p_value:.3f}"
         note = "  (reused)" if row.run in reused else ""
-        print(
-            f"{row.run:<{width}}  {100 * row.accuracy:5.1f}%  "
-            f"[{100 * row.ci_low:5.1f}, {100 * row.ci_high:5.1f}]  "
-            f"Δ {100 * row.delta:+5.1f}{p_value}{note}"
-        )
+        print(f"{row.run:<{width}}{_accuracy_text(row)}{_nll_text(row)}{note}")
     if result.agreement is not None:
         agreement = result.agreement
-        rho = "n/a" if agreement.spearman is None else f"{agreement.spearman:+.2f}"
-        print(
-            f"swift study vs gains: Spearman {rho}, signs agree "
-            f"{agreement.sign_agreements} of {len(agreement.strategies)}"
-        )
+        n = len(agreement.strategies)
+        for against, rho, signs in (
+            ("gains", agreement.spearman, agreement.sign_agreements),
+            ("-Δnll", agreement.spearman_nll, agreement.sign_agreements_nll),
+        ):
+            if signs is not None:
+                rho_text = "n/a" if rho is None else f"{rho:+.2f}"
+                print(f"swift study vs {against}: Spearman {rho_text}, signs agree {signs} of {n}")
     print(f"results in {result.out_dir}")
     return 0
+
+
+def _accuracy_text(row: AccuracyRow) -> str:
+    if row.accuracy is None or row.ci_low is None or row.ci_high is None or row.delta is None:
+        return ""
+    p_value = "" if row.p_value is None else f"  p={row.p_value:.3f}"
+    return (
+        f"  {100 * row.accuracy:5.1f}%  [{100 * row.ci_low:5.1f}, {100 * row.ci_high:5.1f}]  "
+        f"Δ {100 * row.delta:+5.1f}{p_value}"
+    )
+
+
+def _nll_text(row: AccuracyRow) -> str:
+    if row.nll is None or row.delta_nll is None:
+        return ""
+    interval = ""
+    if row.delta_nll_low is not None and row.delta_nll_high is not None:
+        interval = f" [{row.delta_nll_low:+.3f}, {row.delta_nll_high:+.3f}]"
+    return f"  nll {row.nll:.3f}  Δnll {row.delta_nll:+.3f}{interval}"

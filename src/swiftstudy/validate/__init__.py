@@ -1,9 +1,11 @@
 """The validation study: retrain with each strategy's data and check the swift study's prediction.
 
 ``run_validation`` trains every run of a validate spec (with ``swiftstudy train``'s code, cached),
-answers the eval set greedily with each run's final checkpoint, grades the answers with an
-evaluator, and reports accuracy with intervals and paired tests against a baseline run, and the
-rank agreement between a swift study's scores and the measured gains.
+computes the eval set's reference-response NLL under each run's final checkpoint with the study's
+own loss (what RelInf predicts), answers the eval set greedily and grades the answers with an
+evaluator (unless ``loss_only``), and reports accuracy and NLL with intervals and paired
+comparisons against a baseline run, and the rank and sign agreement between a swift study's
+scores and the measured changes (accuracy gain and −Δnll).
 """
 
 from swiftstudy.validate.agreement import Agreement, StrategyAgreement, SwiftScore
@@ -15,6 +17,7 @@ from swiftstudy.validate.evaluators import (
     build_evaluator,
     load_eval_queries,
 )
+from swiftstudy.validate.likelihood import QueryNll, compute_completion_nlls
 from swiftstudy.validate.results import AccuracyRow, PredictionRow
 from swiftstudy.validate.run import RunOutcome, ValidationResult, run_validation
 from swiftstudy.validate.spec import (
@@ -36,6 +39,7 @@ __all__ = [
     "Grade",
     "JudgeSpec",
     "PredictionRow",
+    "QueryNll",
     "RunOutcome",
     "RunSpec",
     "StrategyAgreement",
@@ -44,6 +48,7 @@ __all__ = [
     "ValidateSpec",
     "ValidationResult",
     "build_evaluator",
+    "compute_completion_nlls",
     "load_eval_queries",
     "load_validate_spec",
     "run_validation",

@@ -8,9 +8,12 @@ set ``cot``) in the run's context: in-task for a run that continues from another
 checkpoint (the paper's Table 1), cross-task for one trained from the pretrained model (Table 2).
 Runs that match no single metric are listed with the reason.
 
-The agreement is Spearman's rank correlation between swift scores and accuracy gains over the
-matched runs, and the number of runs whose gain has the sign of their score (a positive score
-predicts a gain; a gain of exactly 0 agrees with no sign).
+The agreement is measured twice over the matched runs: against the accuracy gain, and against the
+fall of the reference responses' NLL (−Δnll), the quantity RelInf predicts. Each time it is
+Spearman's rank correlation with its Fisher-z interval (Bonett & Wright 2000; none for n ≤ 3), and
+the number of runs whose change has the sign of their score (a positive score predicts a gain, or
+a fall in NLL; a change of exactly 0 agrees with no sign) with its Wilson interval. In a
+loss-only validation the accuracy side is empty (``None``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from swiftstudy.errors import InputError
 from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.validate.results import AccuracyRow
 from swiftstudy.validate.spec import RunSpec, ValidateSpec
+from swiftstudy.validate.stats import compute_spearman_interval, compute_wilson_interval
 from swiftstudy.validation import spec_key_error
 
 logger = logging.getLogger(__name__)
@@ -68,7 +72,11 @@ class StrategyMatch:
 
 @dataclass(frozen=True)
 class StrategyAgreement:
-    """A matched run: its swift score next to its accuracy gain over the baseline."""
+    """A matched run: its swift score next to its accuracy gain and NLL change over the baseline.
+
+    The accuracy fields are ``None`` in a loss-only validation, the NLL fields when the rows
+    carry no NLL.
+    """
 
     run: str
     metric: str
@@ -77,23 +85,42 @@ class StrategyAgreement:
     context: str
     swift_score: float
     n_steps: int
-    accuracy: float
-    baseline_accuracy: float
-    gain: float
+    accuracy: float | None
+    baseline_accuracy: float | None
+    gain: float | None
     p_value: float | None
-    sign_agrees: bool
+    sign_agrees: bool | None
+    delta_nll: float | None = None
+    delta_nll_low: float | None = None
+    delta_nll_high: float | None = None
+    sign_agrees_nll: bool | None = None
+
+
+Interval = tuple[float, float]
 
 
 @dataclass(frozen=True)
 class Agreement:
-    """The content of ``agreement.json``."""
+    """The content of ``agreement.json``.
+
+    ``spearman`` and ``sign_agreements`` compare the swift score with the accuracy gain (``None``
+    in a loss-only validation); ``spearman_nll`` and ``sign_agreements_nll`` with −Δnll (``None``
+    without NLLs). Each ``*_interval`` is the 95% interval of the value it extends: Fisher-z for
+    Spearman's ρ, Wilson for the share of agreeing signs (``sign_agreements / n``).
+    """
 
     scores: Path
     baseline: str
     strategies: tuple[StrategyAgreement, ...]
     unmatched: tuple[StrategyMatch, ...]
     spearman: float | None
-    sign_agreements: int
+    sign_agreements: int | None
+    spearman_interval: Interval | None = None
+    sign_agreements_interval: Interval | None = None
+    spearman_nll: float | None = None
+    spearman_nll_interval: Interval | None = None
+    sign_agreements_nll: int | None = None
+    sign_agreements_nll_interval: Interval | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,9 +129,19 @@ class Agreement:
             "n": len(self.strategies),
             "spearman": self.spearman,
             "sign_agreements": self.sign_agreements,
+            "spearman_interval": _listed(self.spearman_interval),
+            "sign_agreements_interval": _listed(self.sign_agreements_interval),
+            "spearman_nll": self.spearman_nll,
+            "spearman_nll_interval": _listed(self.spearman_nll_interval),
+            "sign_agreements_nll": self.sign_agreements_nll,
+            "sign_agreements_nll_interval": _listed(self.sign_agreements_nll_interval),
             "strategies": [vars(s) for s in self.strategies],
             "unmatched": [{"run": m.run, "reason": m.reason} for m in self.unmatched],
         }
+
+
+def _listed(interval: Interval | None) -> list[float] | None:
+    return None if interval is None else list(interval)
 
 
 def load_swift_scores(path: Path) -> dict[str, SwiftScore]:
@@ -211,7 +248,7 @@ def compute_agreement(
     baseline: str,
     scores_path: Path,
 ) -> Agreement:
-    """Swift scores against accuracy gains: the matched runs, Spearman's ρ, sign agreements."""
+    """Swift scores against accuracy gains and NLL falls: the matched runs, ρ, sign agreements."""
     rows = {row.run: row for row in accuracy}
     strategies, unmatched = [], []
     for match in matches:
@@ -234,20 +271,53 @@ def compute_agreement(
                 baseline_accuracy=rows[baseline].accuracy,
                 gain=row.delta,
                 p_value=row.p_value,
-                sign_agrees=(score.value > 0 and row.delta > 0)
-                or (score.value < 0 and row.delta < 0),
+                sign_agrees=_same_sign(score.value, row.delta),
+                delta_nll=row.delta_nll,
+                delta_nll_low=row.delta_nll_low,
+                delta_nll_high=row.delta_nll_high,
+                sign_agrees_nll=_same_sign(
+                    score.value, None if row.delta_nll is None else -row.delta_nll
+                ),
             )
         )
     for match in unmatched:
         logger.warning("agreement: run %r left out: %s", match.run, match.reason)
-    spearman = compute_rank_correlation(
-        [s.swift_score for s in strategies], [s.gain for s in strategies]
-    )
+    # Every row has accuracy (NLL) when the baseline's has: a validation grades all or none.
+    gains = [s.gain for s in strategies if s.gain is not None]
+    falls = [-s.delta_nll for s in strategies if s.delta_nll is not None]
+    by_accuracy = _rank_and_signs(strategies, None if rows[baseline].delta is None else gains)
+    by_nll = _rank_and_signs(strategies, None if rows[baseline].delta_nll is None else falls)
     return Agreement(
         scores=scores_path,
         baseline=baseline,
         strategies=tuple(strategies),
         unmatched=tuple(unmatched),
-        spearman=spearman,
-        sign_agreements=sum(s.sign_agrees for s in strategies),
+        spearman=by_accuracy[0],
+        sign_agreements=by_accuracy[2],
+        spearman_interval=by_accuracy[1],
+        sign_agreements_interval=by_accuracy[3],
+        spearman_nll=by_nll[0],
+        spearman_nll_interval=by_nll[1],
+        sign_agreements_nll=by_nll[2],
+        sign_agreements_nll_interval=by_nll[3],
     )
+
+
+def _same_sign(score: float, change: float | None) -> bool | None:
+    """Whether the change has the score's sign (0 agrees with none); ``None`` without a change."""
+    if change is None:
+        return None
+    return (score > 0 and change > 0) or (score < 0 and change < 0)
+
+
+def _rank_and_signs(
+    strategies: Sequence[StrategyAgreement], changes: Sequence[float] | None
+) -> tuple[float | None, Interval | None, int | None, Interval | None]:
+    """ρ(score, change), its interval, signs that agree, their interval; None without changes."""
+    if changes is None:
+        return None, None, None, None
+    n = len(strategies)
+    scores = [s.swift_score for s in strategies]
+    rho = compute_rank_correlation(scores, changes)
+    agree = sum(_same_sign(x, y) is True for x, y in zip(scores, changes, strict=True))
+    return rho, compute_spearman_interval(rho, n), agree, compute_wilson_interval(agree, n)

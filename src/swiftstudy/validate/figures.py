@@ -1,4 +1,4 @@
-"""The validation study's figures: accuracy per run with intervals; swift score against gain.
+"""The validation study's figures: accuracy per run; swift score against gain and against −ΔNLL.
 
 Built on ``matplotlib.figure.Figure`` (no ``pyplot``, no display), saved atomically by
 :func:`swiftstudy.report.figures.save_figure`.
@@ -18,6 +18,8 @@ from swiftstudy.validate.agreement import Agreement
 from swiftstudy.validate.results import AccuracyRow
 
 _BLUE, _ORANGE, _GREY = "#0072B2", "#D55E00", "#777777"
+#: Swift score against −ΔNLL (beside ``SWIFT_VS_GAIN_FIGURE``).
+SWIFT_VS_NLL_FIGURE = "swift-vs-nll.png"
 
 
 def plot_accuracy(rows: Sequence[AccuracyRow], *, baseline: str) -> Figure:
@@ -30,6 +32,7 @@ def plot_accuracy(rows: Sequence[AccuracyRow], *, baseline: str) -> Figure:
     ax = fig.add_subplot()
     xs = range(len(rows))
     for x, row in zip(xs, rows, strict=True):
+        assert row.accuracy is not None and row.ci_low is not None and row.ci_high is not None
         significant = row.p_value is not None and row.p_value < SIGNIFICANCE_LEVEL
         colour = _ORANGE if significant else _BLUE
         ax.errorbar(
@@ -54,22 +57,48 @@ def plot_accuracy(rows: Sequence[AccuracyRow], *, baseline: str) -> Figure:
 
 def plot_swift_vs_gain(agreement: Agreement) -> Figure:
     """Each strategy's swift score (x) against its measured accuracy gain (y)."""
+    return _plot_swift_against(
+        agreement,
+        [100 * (s.gain or 0.0) for s in agreement.strategies],
+        [s.sign_agrees for s in agreement.strategies],
+        f"accuracy gain over {agreement.baseline} (points)",
+        (agreement.spearman, agreement.sign_agreements),
+    )
+
+
+def plot_swift_vs_nll(agreement: Agreement) -> Figure:
+    """Each strategy's swift score (x) against the fall of the reference responses' NLL (y)."""
+    return _plot_swift_against(
+        agreement,
+        [-(s.delta_nll or 0.0) for s in agreement.strategies],
+        [s.sign_agrees_nll for s in agreement.strategies],
+        f"−ΔNLL against {agreement.baseline} (nats per query)",
+        (agreement.spearman_nll, agreement.sign_agreements_nll),
+    )
+
+
+def _plot_swift_against(
+    agreement: Agreement,
+    ys: Sequence[float],
+    agrees: Sequence[bool | None],
+    ylabel: str,
+    summary: tuple[float | None, int | None],
+) -> Figure:
     fig = Figure(figsize=(6.0, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     strategies = agreement.strategies
-    for s in strategies:
-        colour = _BLUE if s.sign_agrees else _ORANGE
-        ax.scatter([s.swift_score], [100 * s.gain], color=colour, zorder=3)
-        ax.annotate(s.run, (s.swift_score, 100 * s.gain), textcoords="offset points", xytext=(5, 4))
+    for s, y, agree in zip(strategies, ys, agrees, strict=True):
+        colour = _BLUE if agree else _ORANGE
+        ax.scatter([s.swift_score], [y], color=colour, zorder=3)
+        ax.annotate(s.run, (s.swift_score, y), textcoords="offset points", xytext=(5, 4))
     ax.axhline(0, color=_GREY, linewidth=0.8)
     ax.axvline(0, color=_GREY, linewidth=0.8)
     ax.set_xlabel("swift score (mean RelInf over checkpoints)")
-    ax.set_ylabel(f"accuracy gain over {agreement.baseline} (points)")
-    rho = "n/a" if agreement.spearman is None else f"{agreement.spearman:+.2f}"
-    ax.set_title(
-        f"Spearman ρ = {rho}; signs agree {agreement.sign_agreements} of {len(strategies)}"
-    )
+    ax.set_ylabel(ylabel)
+    rho, signs = summary
+    rho_text = "n/a" if rho is None else f"{rho:+.2f}"
+    ax.set_title(f"Spearman ρ = {rho_text}; signs agree {signs} of {len(strategies)}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -78,11 +107,25 @@ def plot_swift_vs_gain(agreement: Agreement) -> Figure:
 def save_validation_figures(
     rows: Sequence[AccuracyRow], baseline: str, agreement: Agreement | None, figures_dir: Path
 ) -> list[Path]:
-    """Write ``accuracy.png`` and, with an agreement, ``swift-vs-gain.png``; returns the paths."""
-    written = save_figure(plot_accuracy(rows, baseline=baseline), figures_dir / ACCURACY_FIGURE)
-    stale = figures_dir / SWIFT_VS_GAIN_FIGURE
-    if agreement is not None:
-        written += save_figure(plot_swift_vs_gain(agreement), stale)
-    else:
-        stale.unlink(missing_ok=True)
+    """Write the figures the results have; remove stale ones; returns the paths written.
+
+    ``accuracy.png`` when answers were graded; with an agreement, ``swift-vs-gain.png`` (graded)
+    and ``swift-vs-nll.png`` (with NLLs).
+    """
+    graded = any(row.accuracy is not None for row in rows)
+    figures = {
+        ACCURACY_FIGURE: plot_accuracy(rows, baseline=baseline) if graded else None,
+        SWIFT_VS_GAIN_FIGURE: None,
+        SWIFT_VS_NLL_FIGURE: None,
+    }
+    if agreement is not None and agreement.sign_agreements is not None:
+        figures[SWIFT_VS_GAIN_FIGURE] = plot_swift_vs_gain(agreement)
+    if agreement is not None and agreement.sign_agreements_nll is not None:
+        figures[SWIFT_VS_NLL_FIGURE] = plot_swift_vs_nll(agreement)
+    written: list[Path] = []
+    for name, figure in figures.items():
+        if figure is not None:
+            written += save_figure(figure, figures_dir / name)
+        else:
+            (figures_dir / name).unlink(missing_ok=True)
     return written

@@ -49,42 +49,38 @@ def render_table_md(
     task_accuracy: Mapping[str, Mapping[str, float]],
     agreement: Agreement | None = None,
 ) -> str:
-    """``table.md``: the paper-style table of accuracy by run, and the agreement with the study.
+    """``table.md``: accuracy and reference NLL by run, and the agreement with the study.
 
+    Accuracy columns are left out of a loss-only validation, NLL columns of rows without NLL.
     Per-task columns are added when the eval set has between 2 and ``MAX_TABLE_TASKS`` tasks.
     """
     tasks = list(next(iter(task_accuracy.values()), {}))
     show_tasks = 2 <= len(tasks) <= MAX_TABLE_TASKS
+    graded = any(row.accuracy is not None for row in rows)
+    scored = any(row.nll is not None for row in rows)
     n = rows[0].n if rows else 0
+    title = "accuracy and reference NLL" if graded and scored else "accuracy" if graded else "NLL"
     lines = [
-        "# Validation: accuracy by run",
+        f"# Validation: {title} by run",
         "",
-        f"Eval set `{eval_name}` (n = {n}, evaluator `{evaluator}`), baseline `{baseline}`. "
-        "Accuracy in %, with its 95% Wilson interval; Δ: points above the baseline; p: exact "
-        f"McNemar test on the same queries; **bold**: p < {SIGNIFICANCE_LEVEL:g}.",
-        "",
+        *_legend(n, eval_name, evaluator, baseline, graded),
     ]
-    header = ["Run", "Accuracy", "95% CI", "Δ", "p"]
-    if show_tasks:
+    header = ["Run"]
+    if graded:
+        header += ["Accuracy", "95% CI", "Δ", "p"]
+    if scored:
+        header += ["NLL", "NLL/token", "ΔNLL", "ΔNLL 95% CI"]
+    if graded and show_tasks:
         header += [_cell(task) for task in tasks]
     lines.append(_row(header))
     lines.append(_row([":--"] + ["--:"] * (len(header) - 1)))
     for row in rows:
-        if row.run == baseline:
-            delta, p_value = _DASH, _DASH
-        else:
-            delta = f"{100 * row.delta:+.1f}"
-            p_value = _format_p(row.p_value)
-            if row.p_value is not None and row.p_value < SIGNIFICANCE_LEVEL:
-                delta = f"**{delta}**"
-        cells = [
-            _cell(row.run),
-            f"{100 * row.accuracy:.1f}",
-            f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}",
-            delta,
-            p_value,
-        ]
-        if show_tasks:
+        cells = [_cell(row.run)]
+        if graded:
+            cells += _accuracy_cells(row, baseline)
+        if scored:
+            cells += _nll_cells(row, baseline)
+        if graded and show_tasks:
             cells += [f"{100 * task_accuracy[row.run][task]:.1f}" for task in tasks]
         lines.append(_row(cells))
     if agreement is not None:
@@ -92,44 +88,128 @@ def render_table_md(
     return "\n".join(lines) + "\n"
 
 
+def _legend(n: int, eval_name: str, evaluator: str, baseline: str, graded: bool) -> list[str]:
+    grading = f"evaluator `{evaluator}`" if graded else "loss only, no answers graded"
+    text = f"Eval set `{eval_name}` (n = {n}, {grading}), baseline `{baseline}`. "
+    if graded:
+        text += (
+            "Accuracy in %, with its 95% Wilson interval; Δ: points above the baseline; p: exact "
+            f"McNemar test on the same queries; **bold**: p < {SIGNIFICANCE_LEVEL:g}. "
+        )
+    text += (
+        "NLL: the reference responses' summed completion NLL (nats, the study's loss) averaged "
+        "over queries; NLL/token: total NLL over total completion tokens; ΔNLL: mean paired "
+        "difference to the baseline with its 95% interval (negative: the references became "
+        "more likely, what a positive RelInf predicts)."
+    )
+    return [text, ""]
+
+
+def _accuracy_cells(row: AccuracyRow, baseline: str) -> list[str]:
+    if row.accuracy is None or row.ci_low is None or row.ci_high is None or row.delta is None:
+        return [_DASH] * 4
+    if row.run == baseline:
+        delta, p_value = _DASH, _DASH
+    else:
+        delta = f"{100 * row.delta:+.1f}"
+        p_value = _format_p(row.p_value)
+        if row.p_value is not None and row.p_value < SIGNIFICANCE_LEVEL:
+            delta = f"**{delta}**"
+    span = f"{100 * row.ci_low:.1f}–{100 * row.ci_high:.1f}"
+    return [f"{100 * row.accuracy:.1f}", span, delta, p_value]
+
+
+def _nll_cells(row: AccuracyRow, baseline: str) -> list[str]:
+    if row.nll is None:
+        return [_DASH] * 4
+    per_token = _DASH if row.nll_per_token is None else f"{row.nll_per_token:.4f}"
+    delta = span = _DASH
+    if row.run != baseline and row.delta_nll is not None:
+        delta = f"{row.delta_nll:+.3f}"
+    if row.delta_nll_low is not None and row.delta_nll_high is not None:
+        span = f"{row.delta_nll_low:+.3f} to {row.delta_nll_high:+.3f}"
+        if row.delta_nll_low > 0 or row.delta_nll_high < 0:
+            delta = f"**{delta}**"
+    return [f"{row.nll:.3f}", per_token, delta, span]
+
+
 def _agreement_lines(agreement: Agreement) -> list[str]:
     lines = [
         "## Swift study against retraining",
         "",
         f"Swift score: the metric's mean RelInf over the checkpoints of `{agreement.scores}`; "
-        f"gain: accuracy points above `{agreement.baseline}`.",
+        f"gain: accuracy points above `{agreement.baseline}`; ΔNLL: the change of the reference "
+        "responses' NLL (a positive score predicts a negative ΔNLL).",
         "",
     ]
     if agreement.strategies:
-        lines.append(_row(["Run", "Swift metric", "Swift score", "Gain", "p", "Sign agrees"]))
-        lines.append(_row([":--", ":--", "--:", "--:", "--:", ":-:"]))
+        header = ["Run", "Swift metric", "Swift score", "Gain", "p", "Sign agrees"]
+        header += ["ΔNLL", "Sign agrees (NLL)"]
+        lines.append(_row(header))
+        lines.append(_row([":--", ":--", "--:", "--:", "--:", ":-:", "--:", ":-:"]))
         for s in agreement.strategies:
-            lines.append(
-                _row(
-                    [
-                        _cell(s.run),
-                        _cell(s.metric),
-                        f"{s.swift_score:+.4f}",
-                        f"{100 * s.gain:+.1f}",
-                        _format_p(s.p_value),
-                        "yes" if s.sign_agrees else "no",
-                    ]
-                )
-            )
+            gain = _DASH if s.gain is None else f"{100 * s.gain:+.1f}"
+            delta_nll = _DASH if s.delta_nll is None else f"{s.delta_nll:+.3f}"
+            cells = [_cell(s.run), _cell(s.metric), f"{s.swift_score:+.4f}", gain]
+            cells += [_format_p(s.p_value), _yes_no(s.sign_agrees), delta_nll]
+            cells.append(_yes_no(s.sign_agrees_nll))
+            lines.append(_row(cells))
         lines.append("")
     n = len(agreement.strategies)
-    rho = "n/a (needs 3 strategies with distinct values)"
-    if agreement.spearman is not None:
-        rho = f"{agreement.spearman:+.2f}"
-    lines.append(
-        f"Spearman ρ (swift score, gain) = {rho} over {n} strateg{'y' if n == 1 else 'ies'}; "
-        f"signs agree for {agreement.sign_agreements} of {n}."
-    )
+    if agreement.sign_agreements is not None:
+        lines.append(
+            _agreement_sentence(
+                "the accuracy gain",
+                n,
+                (agreement.spearman, agreement.spearman_interval),
+                (agreement.sign_agreements, agreement.sign_agreements_interval),
+            )
+        )
+    if agreement.sign_agreements_nll is not None:
+        lines.append(
+            _agreement_sentence(
+                "−ΔNLL",
+                n,
+                (agreement.spearman_nll, agreement.spearman_nll_interval),
+                (agreement.sign_agreements_nll, agreement.sign_agreements_nll_interval),
+            )
+        )
     if agreement.unmatched:
         lines.append("")
     for match in agreement.unmatched:
         lines.append(f"- `{match.run}` left out: {match.reason}.")
     return lines
+
+
+Interval = tuple[float, float]
+
+
+def _agreement_sentence(
+    against: str,
+    n: int,
+    rho: tuple[float | None, Interval | None],
+    signs: tuple[int, Interval | None],
+) -> str:
+    """``Against <change> over n strategies: Spearman ρ = ... (95% CI ...); signs agree ...``."""
+    value, interval = rho
+    if value is None:
+        rho_text = "n/a (needs 3 strategies with distinct values)"
+    elif interval is None:
+        rho_text = f"{value:+.2f} (no interval below 4 strategies)"
+    else:
+        rho_text = f"{value:+.2f} (95% CI {interval[0]:+.2f} to {interval[1]:+.2f})"
+    agree, share = signs
+    signs_text = f"for {agree} of {n}"
+    if share is not None:
+        signs_text += f" (95% CI {100 * share[0]:.0f}–{100 * share[1]:.0f}%)"
+    strategies = f"{n} strateg{'y' if n == 1 else 'ies'}"
+    return (
+        f"Against {against} over {strategies}: Spearman ρ = {rho_text}; signs agree {signs_text}."
+    )
+
+
+def _yes_no(value: bool | None) -> str:
+    return _DASH if value is None else "yes" if value else "no"
 
 
 def _format_p(p_value: float | None) -> str:

@@ -1,16 +1,19 @@
-"""Run a validation study: train each run, answer the eval set with it, grade, compare, report.
+"""Run a validation study: train each run, score and answer the eval set with it, grade, report.
 
 The order of work: validate everything that can be checked without a model (spec, eval set and
 its golden answers, every run's data, checkpoints, the swift study's scores), then train the runs
-in dependency order, then answer the eval set with each run's final checkpoint (the base model is
-loaded once), grade every answer, and write the result files, each atomically.
+in dependency order, then with each run's final checkpoint (the base model is loaded once and the
+adapters swapped in) compute the reference responses' NLL (:mod:`swiftstudy.validate.likelihood`)
+and, unless ``loss_only``, answer the eval set, grade every answer, and write the result files,
+each atomically.
 
 Nothing is done twice. Each run trains in ``<out>/runs/<name>/`` with ``swiftstudy train``'s own
 code; ``validate_run.json`` there records the key of its config (the resolved train spec, the
 SHA-256 of its data and of the checkpoint it starts from), so a later call with the same key
 reuses the finished run, resumes an interrupted one, and retrains only a run whose key changed
 (and the runs that continue from it). Answers are cached in ``<out>/answers/`` under the
-checkpoint's SHA-256 and the exact prompt, judge verdicts in the generation cache.
+checkpoint's SHA-256 and the exact prompt, NLLs in ``<out>/nll/`` under the checkpoint's SHA-256,
+the prompt and the response, judge verdicts in the generation cache.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,7 @@ from swiftstudy.validate.generation import (
     GenerationSettings,
     resolve_device,
 )
+from swiftstudy.validate.likelihood import VALIDATE_NLL_DIR, NllCache, QueryNll, score_checkpoint
 from swiftstudy.validate.outputs import (
     render_accuracy_csv,
     render_agreement_json,
@@ -111,13 +115,23 @@ class RunOutcome:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """What a validation study computed (also written to ``out_dir``)."""
+    """What a validation study computed (also written to ``out_dir``).
+
+    Attributes:
+        out_dir: Where the files are.
+        accuracy: One row per run, in spec order: accuracy (empty when ``loss_only``) and NLL.
+        predictions: Every run's graded answer to every query (empty when ``loss_only``).
+        agreement: The swift study against the retraining, or ``None`` without ``swift:``.
+        runs: Each run's final checkpoint.
+        nlls: Each run's per-query reference NLLs, in eval-set order.
+    """
 
     out_dir: Path
     accuracy: tuple[AccuracyRow, ...]
     predictions: tuple[PredictionRow, ...]
     agreement: Agreement | None
     runs: tuple[RunOutcome, ...]
+    nlls: dict[str, tuple[QueryNll, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,23 +150,40 @@ def run_validation(
     *,
     overrides: Sequence[str] = (),
     quick: bool = False,
+    loss_only: bool = False,
     progress: bool = True,
     command: str | None = None,
 ) -> ValidationResult:
-    """Retrain with each run's data, answer and grade the eval set, compare with the baseline.
+    """Retrain with each run's data; score, answer and grade the eval set; compare with a baseline.
+
+    Every run (the baseline included) is scored by the NLL of the eval set's reference responses,
+    rendered, masked and summed over completion tokens exactly as the swift study's loss: what
+    RelInf predicts. Unless ``loss_only``, each run also answers the eval set greedily and the
+    evaluator grades the answers.
+
+    A spec can be built in Python with :func:`validate_spec_from_dict`; each run is a
+    ``swiftstudy train`` spec, so a run that continues from an existing checkpoint with its own
+    training seed is ``{"name": "cot-s1", "init_from": "<checkpoint or run folder>",
+    "data": ["cot.jsonl"], "seed": 1}`` (``init_from`` may also name another run).
 
     Args:
         spec: A loaded spec, or the path of a validate spec YAML file.
         out_dir: Receives ``accuracy.csv``, ``predictions.jsonl``, ``table.md``,
             ``agreement.json`` (with ``swift:``), ``figures/``, ``config.yaml``, and the run
-            folders ``runs/<name>/`` and answer cache ``answers/`` that later calls reuse.
+            folders ``runs/<name>/``, answer cache ``answers/`` and NLL cache ``nll/`` that later
+            calls reuse.
         overrides: ``key=value`` overrides applied to a spec file (only with a path).
         quick: Use the spec's ``quick`` profile: short runs, the first queries, short answers.
-        progress: Show progress bars for training and generation.
+        loss_only: Skip decoding and grading: only the NLL columns of ``accuracy.csv`` (``nll``,
+            ``nll_per_token``, ``delta_nll``, ``delta_nll_low``, ``delta_nll_high``) and the NLL
+            side of ``agreement.json`` are filled; the golden answers are still checked by the
+            evaluator; no ``predictions.jsonl``.
+        progress: Show progress bars for training, scoring and generation.
         command: The command line, recorded in ``config.yaml`` and each run's train config.
 
     Returns:
-        The accuracy rows, every prediction, the agreement (or ``None``) and the runs.
+        The accuracy rows, every prediction, the agreement (or ``None``), the runs and their
+        per-query NLLs.
 
     Raises:
         InputError: Bad input (spec, eval set, data, checkpoints, scores, evaluator); nothing is
@@ -170,17 +201,22 @@ def run_validation(
     outcomes: dict[str, RunOutcome] = {}
     for run in dependency_order(spec):
         outcomes[run.name] = _train_or_reuse(run, outcomes, out_dir, progress, command)
-    trained_at = time.monotonic()
+    ordered = [outcomes[run.name] for run in spec.runs]
+    timings = {"train_s": time.monotonic() - started}
 
-    answers = _answer(
-        spec, [outcomes[run.name] for run in spec.runs], inputs.queries, out_dir, progress
-    )
-    answered_at = time.monotonic()
-    grades = _grade(evaluator, inputs.queries, answers)
-    graded_at = time.monotonic()
+    states = BaseModelStates(_generation_settings(spec))
+    nlls = _score(states, ordered, inputs.queries, out_dir, progress)
+    timings["nll_s"] = time.monotonic() - started - sum(timings.values())
+    grades = None
+    predictions: list[PredictionRow] = []
+    if not loss_only:
+        answers = _answer(states, ordered, inputs.queries, out_dir, progress)
+        timings["generate_s"] = time.monotonic() - started - sum(timings.values())
+        grades = _grade(evaluator, inputs.queries, answers)
+        timings["grade_s"] = time.monotonic() - started - sum(timings.values())
+        predictions = build_prediction_rows(inputs.queries, answers, grades)
 
-    accuracy = compute_accuracy_rows(grades, spec.baseline)
-    predictions = build_prediction_rows(inputs.queries, answers, grades)
+    accuracy = compute_accuracy_rows(grades, spec.baseline, nlls)
     agreement = None
     if inputs.matches is not None and inputs.scores is not None and spec.swift is not None:
         agreement = compute_agreement(
@@ -191,14 +227,13 @@ def run_validation(
         tuple(accuracy),
         tuple(predictions),
         agreement,
-        tuple(outcomes[run.name] for run in spec.runs),
+        tuple(ordered),
+        {name: tuple(values) for name, values in nlls.items()},
     )
-    timings = {
-        "train_s": round(trained_at - started, 1),
-        "generate_s": round(answered_at - trained_at, 1),
-        "grade_s": round(graded_at - answered_at, 1),
-    }
-    _write_outputs(result, inputs, grades, quick=quick, timings=timings, command=command)
+    timings = {key: round(value, 1) for key, value in timings.items()}
+    _write_outputs(
+        result, inputs, grades, quick=quick, loss_only=loss_only, timings=timings, command=command
+    )
     logger.info("validation results in %s (%.0f s)", out_dir, time.monotonic() - started)
     return result
 
@@ -336,22 +371,48 @@ def _finished_checkpoint(run_dir: Path) -> Checkpoint | None:
 # -- answers and grades -----------------------------------------------------------------------
 
 
-def _answer(
-    spec: ValidateSpec,
-    outcomes: Sequence[RunOutcome],
-    queries: Sequence[EvalQuery],
-    out_dir: Path,
-    progress: bool,
-) -> dict[str, list[str]]:
-    """Each run's answers to the queries (cached ones read back, the rest generated)."""
-    settings = GenerationSettings(
+def _generation_settings(spec: ValidateSpec) -> GenerationSettings:
+    return GenerationSettings(
         model=spec.model,
         max_new_tokens=spec.eval.max_new_tokens,
         batch_size=spec.eval.batch_size,
         dtype=spec.dtype,
         device=resolve_device(spec.device),
     )
-    states = BaseModelStates(settings)
+
+
+def _score(
+    states: BaseModelStates,
+    outcomes: Sequence[RunOutcome],
+    queries: Sequence[EvalQuery],
+    out_dir: Path,
+    progress: bool,
+) -> dict[str, list[QueryNll]]:
+    """Each run's reference NLL of every query (cached ones read back, the rest computed)."""
+    cache = NllCache(out_dir / VALIDATE_NLL_DIR)
+    examples = [q.example for q in queries]
+    nlls: dict[str, list[QueryNll]] = {}
+    for outcome in tqdm(outcomes, desc="reference NLL", disable=not progress, leave=False):
+        nlls[outcome.name], computed = score_checkpoint(
+            states, outcome.checkpoint, outcome.fingerprint, examples, cache
+        )
+        logger.info(
+            "run %r: %d reference NLLs computed, %d from the cache",
+            outcome.name,
+            computed,
+            len(examples) - computed,
+        )
+    return nlls
+
+
+def _answer(
+    states: BaseModelStates,
+    outcomes: Sequence[RunOutcome],
+    queries: Sequence[EvalQuery],
+    out_dir: Path,
+    progress: bool,
+) -> dict[str, list[str]]:
+    """Each run's answers to the queries (cached ones read back, the rest generated)."""
     cache = GenerationCache(out_dir / VALIDATE_ANSWERS_DIR)
     prompts = [q.example.prompt for q in queries]
     answers: dict[str, list[str]] = {}
@@ -395,30 +456,32 @@ def _grade(
 def _write_outputs(
     result: ValidationResult,
     inputs: _Inputs,
-    grades: dict[str, list[Grade]],
+    grades: dict[str, list[Grade]] | None,
     *,
     quick: bool,
+    loss_only: bool,
     timings: dict[str, float],
     command: str | None,
 ) -> None:
     spec, out_dir = inputs.spec, result.out_dir
-    write_text_atomic(out_dir / PREDICTIONS_JSONL, render_predictions_jsonl(result.predictions))
+    if grades is not None:
+        write_text_atomic(out_dir / PREDICTIONS_JSONL, render_predictions_jsonl(result.predictions))
+    else:
+        _remove_stale(out_dir / PREDICTIONS_JSONL, "a loss-only validation grades no answers")
     write_text_atomic(out_dir / ACCURACY_CSV, render_accuracy_csv(result.accuracy))
     table = render_table_md(
         result.accuracy,
         baseline=spec.baseline,
         eval_name=spec.eval.path.name,
         evaluator=spec.eval.evaluator.kind,
-        task_accuracy=compute_task_accuracies(inputs.queries, grades),
+        task_accuracy={} if grades is None else compute_task_accuracies(inputs.queries, grades),
         agreement=result.agreement,
     )
     write_text_atomic(out_dir / TABLE_MD, table)
-    agreement_file = out_dir / AGREEMENT_JSON
     if result.agreement is not None:
-        write_text_atomic(agreement_file, render_agreement_json(result.agreement))
-    elif agreement_file.exists():
-        logger.info("no swift study in the spec: removing the old %s", agreement_file)
-        agreement_file.unlink()
+        write_text_atomic(out_dir / AGREEMENT_JSON, render_agreement_json(result.agreement))
+    else:
+        _remove_stale(out_dir / AGREEMENT_JSON, "no swift study in the spec")
     # Imported here: matplotlib stays out of `import swiftstudy`.
     from swiftstudy.validate.figures import save_validation_figures
 
@@ -426,6 +489,7 @@ def _write_outputs(
     config = {
         "spec": spec.to_dict(),
         "quick": quick,
+        "loss_only": loss_only,
         "eval_sha256": hash_data(spec.eval.path),
         "n_queries": len(inputs.queries),
         "runs": [
@@ -442,3 +506,9 @@ def _write_outputs(
         **describe_provenance(command),
     }
     write_text_atomic(out_dir / CONFIG_YAML, dump_yaml(config))
+
+
+def _remove_stale(path: Path, why: str) -> None:
+    if path.exists():
+        logger.info("%s: removing the old %s", why, path)
+        path.unlink()
