@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import datasets
+import huggingface_hub.constants
 import pytest
 
 from swiftstudy.data import Example, Message, load_examples
@@ -229,3 +230,147 @@ def test_duplicate_id_against_a_default(tmp_path):
     err = _error(tmp_path, [PAIR | {"id": 1}, PAIR])
     assert (err.line, err.key) == (2, "id")
     assert "line 1" in str(err)
+
+
+# -- TRL's formats, column mapping, dataset folders and Hub ids -----------------------------------
+
+SYSTEM = {"role": "system", "content": "Be brief."}
+TRL_STANDARD = {"prompt": "What is 2+2?", "completion": " 4"}
+TRL_CONVERSATIONAL = {"prompt": [SYSTEM, USER], "completion": [ASSISTANT]}
+
+
+def test_trl_formats_are_recognised(tmp_path):
+    path = _write_jsonl(
+        tmp_path / "a.jsonl", [TRL_STANDARD, TRL_CONVERSATIONAL, {"messages": [USER, ASSISTANT]}]
+    )
+    standard, conversational, messages = load_examples(path)
+    assert standard == Example(
+        "0", "0", (Message("user", "What is 2+2?"),), " 4", f"{path}:1", "trl-standard"
+    )
+    assert conversational.format == "trl-conversational"
+    assert conversational.prompt == (Message("system", "Be brief."), Message("user", "Hi"))
+    assert conversational.response == "Hello"
+    # Without format=trl, a messages row is swiftstudy's own format, as before.
+    assert messages.format == "swiftstudy"
+
+
+def test_format_trl_reads_messages_as_language_modeling(tmp_path):
+    path = _write_jsonl(tmp_path / "a.jsonl", [{"messages": [SYSTEM, USER, ASSISTANT]}])
+    (example,) = load_examples(path, format="trl")
+    assert example.format == "trl-messages"
+    assert example.prompt == (Message("system", "Be brief."), Message("user", "Hi"))
+    err = _error_with(tmp_path, [PAIR], format="trl")
+    assert "swiftstudy's own format" in str(err)
+
+
+def _error_with(tmp_path: Path, records: list, **options) -> InputError:
+    path = _write_jsonl(tmp_path / "bad.jsonl", records)
+    with pytest.raises(InputError) as err:
+        load_examples(path, **options)
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("record", "key", "fragment"),
+    [
+        ({"completion": "x"}, "prompt", "missing 'prompt'"),
+        ({"prompt": "a", "completion": " "}, "completion", "empty completion"),
+        ({"prompt": "a", "completion": [ASSISTANT]}, "completion", "both be strings"),
+        ({"prompt": [USER], "completion": []}, "completion", "exactly one"),
+        ({"prompt": [USER], "completion": [ASSISTANT, ASSISTANT]}, "completion", "exactly one"),
+        ({"prompt": [USER], "completion": [USER]}, "completion[0].role", "assistant message"),
+        ({"prompt": [], "completion": [ASSISTANT]}, "prompt", "non-empty list"),
+        (
+            {"prompt": [USER | {"tool_calls": [{}]}], "completion": [ASSISTANT]},
+            "prompt[0].tool_calls",
+            "other than role and content",
+        ),
+        ({**TRL_CONVERSATIONAL, "tools": [{}]}, "tools", "not supported"),
+        ({**PAIR, "completion": "x"}, None, "both 'response'"),
+        ({**TRL_STANDARD, "messages": [USER, ASSISTANT]}, None, "both 'messages'"),
+    ],
+)
+def test_trl_format_errors(tmp_path, record, key, fragment):
+    err = _error(tmp_path, [TRL_STANDARD, record])
+    assert (err.line, err.key) == (2, key)
+    assert fragment in str(err)
+
+
+def test_columns_rename_fields(tmp_path):
+    rows = [{"question": "Q?", "answer": "A.", "prompt": "ignored", "name": "n1"}]
+    path = _write_jsonl(tmp_path / "a.jsonl", rows)
+    (example,) = load_examples(path, columns={"prompt": "question", "completion": "answer"})
+    assert (example.prompt, example.response) == ((Message("user", "Q?"),), "A.")
+    assert example.format == "trl-standard"
+    (named,) = load_examples(
+        path, columns={"prompt": "question", "response": "answer", "id": "name"}
+    )
+    assert (named.id, named.format) == ("n1", "swiftstudy")
+
+    err = _error_with(
+        tmp_path, [{"question": "Q?"}], columns={"prompt": "question", "completion": "x"}
+    )
+    assert (err.line, err.key) == (1, "x")
+    assert "columns.completion" in str(err)
+    with pytest.raises(InputError, match="unknown field") as info:
+        load_examples(path, columns={"answer": "completion"})
+    assert info.value.key == "columns.answer"
+    with pytest.raises(InputError, match="auto, trl"):
+        load_examples(path, format="chatml")
+
+
+def test_dataset_folder_of_data_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "hub-like"
+    folder.mkdir()
+    _write_jsonl(folder / "train.jsonl", [TRL_CONVERSATIONAL, TRL_CONVERSATIONAL | {"id": "b"}])
+    _write_jsonl(folder / "test.jsonl", [{"prompt": [USER], "completion": [ASSISTANT]}])
+    train = load_examples(folder, split="train")
+    assert [e.format for e in train] == ["trl-conversational"] * 2
+    assert train[1].id == "b" and train[0].origin == f"{folder}[0]"
+    (test,) = load_examples(folder, split="test")
+    assert test.prompt == (Message("user", "Hi"),)
+    with pytest.raises(InputError, match="choose a split") as info:
+        load_examples(folder)
+    assert info.value.key == "split"
+    with pytest.raises(InputError) as info:
+        load_examples(folder, split="validation")
+    assert info.value.key == "split"
+
+
+def test_hub_id_goes_to_load_dataset(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list([TRL_STANDARD])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)
+    (example,) = load_examples("trl-lib/tiny", split="train", name="default")
+    assert calls == [("trl-lib/tiny", "default", "train")]
+    assert example.origin == "trl-lib/tiny[0]"
+    # Paths that look local are never sent to the Hub.
+    for local in ("data/missing.jsonl", "./x/y", "a/b/c"):
+        with pytest.raises(InputError, match="no such file"):
+            load_examples(local)
+    assert len(calls) == 1
+
+
+def test_unknown_hub_id_offline(tmp_path, monkeypatch):
+    # Both libraries read HF_HUB_OFFLINE at import: patch their constants too.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="not a dataset") as info:
+        load_examples("nobody-here/no-such-dataset", split="train")
+    assert info.value.path == "nobody-here/no-such-dataset"
+
+
+def test_name_refused_for_files_and_saved_datasets(tmp_path):
+    path = _write_jsonl(tmp_path / "a.jsonl", [PAIR])
+    with pytest.raises(InputError, match="no configurations") as info:
+        load_examples(path, name="x")
+    assert info.value.key == "name"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -220,6 +221,74 @@ def test_bad_arguments(tiny_tokenizer):
         tokenize_example(example, slow)
     with pytest.raises(InputError, match="empty completion"):
         tokenize_example(_example("Hi", " "), tiny_tokenizer)
+
+
+# -- TRL's formats: rendered as SFTTrainer renders them (tests/test_trl.py compares with TRL) ----
+
+
+def _trl(format: str, prompt: str | list[Message], response: str) -> Example:
+    return replace(_example(prompt, response), format=format)
+
+
+def _prompt_text(tokenized: TokenizedExample, tokenizer) -> str:
+    return tokenizer.decode(tokenized.input_ids[: _completion_positions(tokenized)[0]])
+
+
+def test_trl_conversational_completion_ends_with_the_template_newline(tiny_tokenizer):
+    turns = [Message("system", "Be brief."), Message("user", "What is two plus two?")]
+    ours = tokenize_example(_example(turns, "The answer is 4."), tiny_tokenizer)
+    trl = tokenize_example(_trl("trl-conversational", turns, "The answer is 4."), tiny_tokenizer)
+    assert _completion_text(trl, tiny_tokenizer) == "The answer is 4." + END + "\n"
+    assert _prompt_text(trl, tiny_tokenizer) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nWhat is two plus two?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    _assert_contiguous_tail(trl)
+    # The same tokens as swiftstudy's own rendering, plus the newline SFTTrainer trains on.
+    assert trl.input_ids[:-1] == ours.input_ids
+    assert trl.completion_mask == (*ours.completion_mask, 1)
+
+
+def test_trl_standard_is_plain_text_plus_eos(tiny_tokenizer):
+    trl = tokenize_example(_trl("trl-standard", "What is two plus two?", " 4."), tiny_tokenizer)
+    assert tiny_tokenizer.decode(trl.input_ids) == "What is two plus two? 4." + END
+    assert _completion_text(trl, tiny_tokenizer).endswith(" 4." + END)
+    _assert_contiguous_tail(trl)
+    # A completion that already ends with EOS gets no second one.
+    again = tokenize_example(
+        _trl("trl-standard", "What is two plus two?", " 4." + END), tiny_tokenizer
+    )
+    assert again.input_ids == trl.input_ids
+
+
+def test_trl_messages_put_every_token_in_the_loss(tiny_tokenizer):
+    turns = [Message("system", "Be brief."), Message("user", "Hi")]
+    trl = tokenize_example(_trl("trl-messages", turns, "Hello"), tiny_tokenizer)
+    assert trl.completion_mask == (0, *[1] * (len(trl.input_ids) - 1))
+    assert tiny_tokenizer.decode(trl.input_ids) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello<|im_end|>\n"
+    )
+
+
+def test_trl_examples_are_never_cut(tiny_tokenizer):
+    example = _trl("trl-conversational", "Please output the reason first.", "It is 4.")
+    full = tokenize_example(example, tiny_tokenizer)
+    short = len(full.input_ids) - 1
+    with pytest.raises(InputError, match="not truncated") as err:
+        tokenize_example(example, tiny_tokenizer, max_length=short)
+    assert err.value.key == "response"
+    assert tokenize_example(example, tiny_tokenizer, max_length=short, on_overflow="drop") is None
+    assert tokenize_example(example, tiny_tokenizer, max_length=len(full.input_ids)) == full
+
+
+def test_trl_conversational_needs_a_chat_template():
+    tokenizer = build_tiny_tokenizer(chat_template=None)
+    with pytest.raises(InputError, match="chat template") as err:
+        tokenize_example(_trl("trl-messages", "Hi", "Yo"), tokenizer)
+    assert err.value.key == "messages"
+    standard = tokenize_example(_trl("trl-standard", "Hi", "Yo"), tokenizer)
+    assert tokenizer.decode(standard.input_ids) == "HiYo" + END
 
 
 @pytest.mark.integration

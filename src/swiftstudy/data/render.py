@@ -7,6 +7,20 @@ overlaps the response text, plus the end-of-turn token right after it when that 
 " The" after ": ") overlaps it, so it is completion too. Without a template, the prompt contents
 and the response are joined with newlines and the EOS token is appended, as completion.
 
+TRL-format examples (``Example.format`` in ``TRL_FORMATS``) are rendered as TRL 1.16's SFTTrainer
+renders them for training, so a study scores the tokens the run trained on:
+
+* standard prompt/completion: ``tokenizer(prompt)`` and ``tokenizer(prompt + completion + EOS)``
+  (EOS appended unless the completion ends with it), no chat template;
+* conversational prompt/completion: the chat template applied to the prompt with the generation
+  prompt, and to prompt plus completion; the completion is everything after their common prefix,
+  so it includes the end-of-turn token and the newline a ChatML template writes after it;
+* conversational ``messages`` (language modeling): every token is in the loss.
+
+They are never cut: one longer than ``max_length`` overflows. SFTTrainer keeps the first tokens of
+an example longer than its own ``max_length`` (1024 by default); with the study's ``max_length`` set
+to the run's, such examples overflow instead of being scored on tokens the run never saw.
+
 ``completion_mask[t] == 1`` means the negative log-likelihood of ``input_ids[t]`` given
 ``input_ids[:t]`` is in the loss, so position 0 is never in it. Tokens after the last completion
 token (the template's trailing newline) carry no loss and are always dropped. When the sequence
@@ -22,7 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from swiftstudy.constants import DEFAULT_MAX_LENGTH, ON_OVERFLOW_DROP, ON_OVERFLOW_ERROR
-from swiftstudy.data.examples import Example
+from swiftstudy.data.examples import (
+    FORMAT_TRL_CONVERSATIONAL,
+    FORMAT_TRL_STANDARD,
+    TRL_FORMATS,
+    Example,
+)
 from swiftstudy.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -75,14 +94,18 @@ def tokenize_example(
 
     Raises:
         ValueError: ``on_overflow`` or ``max_length`` is invalid, or the tokenizer is not fast
-            (offsets are needed) or has no EOS token when there is no chat template.
-        InputError: The chat template does not reproduce the response, or the completion does not
-            fit and ``on_overflow == "error"``.
+            (offsets are needed) or has no EOS token when there is no chat template (or the
+            example is in TRL's standard format).
+        InputError: The chat template does not reproduce the response, a conversational TRL
+            example meets a tokenizer without a chat template, or the completion does not fit
+            and ``on_overflow == "error"``.
     """
     _check_arguments(tokenizer, max_length, on_overflow)
     if not example.response.strip():
         raise InputError("empty completion", path=example.origin, key="response")
-    if tokenizer.chat_template:
+    if example.format in TRL_FORMATS:
+        input_ids, mask = render_trl(example, tokenizer)
+    elif tokenizer.chat_template:
         input_ids, mask = _render_with_template(example, tokenizer)
     else:
         input_ids, mask = _render_without_template(example, tokenizer)
@@ -144,6 +167,62 @@ def _check_arguments(tokenizer: Any, max_length: int, on_overflow: str) -> None:
             "a fast tokenizer is needed (character offsets locate the completion), "
             f"got {type(tokenizer).__name__}"
         )
+
+
+def render_trl(example: Example, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids and completion mask of a TRL-format example, as SFTTrainer builds them.
+
+    Mirrors ``SFTTrainer._prepare_dataset`` of TRL 1.16 (its EOS step and ``tokenize_fn``): the
+    completion starts where the tokenized prompt and the tokenized prompt + completion diverge.
+
+    Args:
+        example: An example whose ``format`` is one of ``TRL_FORMATS``.
+        tokenizer: A Hugging Face tokenizer.
+
+    Returns:
+        The input ids and the mask of the tokens SFTTrainer puts in the loss (position 0 never).
+    """
+    if example.format == FORMAT_TRL_STANDARD:
+        eos = tokenizer.eos_token
+        if eos is None:
+            raise ValueError("TRL's standard format appends the EOS token; the tokenizer has none")
+        prompt = example.prompt[0].content
+        completion = example.response if example.response.endswith(eos) else example.response + eos
+        prompt_ids = list(tokenizer(text=prompt)["input_ids"])
+        input_ids = list(tokenizer(text=prompt + completion)["input_ids"])
+    else:
+        if not tokenizer.chat_template:
+            raise InputError(
+                "a conversational TRL example needs a tokenizer with a chat template",
+                path=example.origin,
+                key="prompt" if example.format == FORMAT_TRL_CONVERSATIONAL else "messages",
+            )
+        messages = [{"role": m.role, "content": m.content} for m in example.prompt]
+        messages.append({"role": "assistant", "content": example.response})
+        input_ids = _chat_ids(tokenizer, messages)
+        if example.format == FORMAT_TRL_CONVERSATIONAL:
+            prompt_ids = _chat_ids(tokenizer, messages[:-1], add_generation_prompt=True)
+        else:
+            # Language modeling: every token is a label; the first one has nothing to predict it.
+            prompt_ids = input_ids[:1]
+    n_prompt = _common_prefix_length(prompt_ids, input_ids)
+    return input_ids, [0] * n_prompt + [1] * (len(input_ids) - n_prompt)
+
+
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> list[int]:
+    """``apply_chat_template`` tokenized, as TRL calls it (no special tokens added on top)."""
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+    return list(encoded["input_ids"])
+
+
+def _common_prefix_length(ids: Sequence[int], other: Sequence[int]) -> int:
+    """The number of leading tokens ``ids`` and ``other`` share (TRL's ``common_prefix_length``)."""
+    length = 0
+    for token, other_token in zip(ids, other, strict=False):
+        if token != other_token:
+            break
+        length += 1
+    return length
 
 
 def _render_with_template(example: Example, tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -208,7 +287,12 @@ def _last_index(mask: Sequence[int]) -> int:
 def _fit(
     example: Example, input_ids: list[int], mask: list[int], max_length: int, on_overflow: str
 ) -> TokenizedExample | None:
-    """Drop trailing non-loss tokens, then cut the prompt from the left to fit ``max_length``."""
+    """Drop trailing non-loss tokens, then cut the prompt from the left to fit ``max_length``.
+
+    TRL-format examples are never cut (SFTTrainer trained on another context than a left cut).
+    """
+    if 1 not in mask:
+        raise InputError("no completion tokens", path=example.origin, key="response")
     last = _last_index(mask)
     input_ids, mask = input_ids[: last + 1], mask[: last + 1]
     first = mask.index(1)
@@ -216,6 +300,12 @@ def _fit(
     message = None
     if first == 0:
         message = "the completion starts at the first token: there is no prompt to condition on"
+    elif example.format in TRL_FORMATS and len(input_ids) > max_length:
+        message = (
+            f"is {len(input_ids)} tokens, does not fit max_length={max_length}; TRL-format "
+            "examples are not truncated (set max_length to SFTConfig's, and on_overflow: drop "
+            "for the examples SFTTrainer cut)"
+        )
     elif n_completion + 1 > max_length:
         message = (
             f"completion is {n_completion} tokens, does not fit max_length={max_length} "
