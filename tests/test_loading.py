@@ -20,7 +20,12 @@ from conftest import build_tiny_llama, build_tiny_tokenizer
 from swiftstudy.constants import CACHE_ENV_VAR
 from swiftstudy.errors import InputError
 from swiftstudy.model import loading
-from swiftstudy.model.loading import bundled_gguf_path, default_cache_dir, load_base_model
+from swiftstudy.model.loading import (
+    bundled_gguf_path,
+    default_cache_dir,
+    load_base_model,
+    load_checkpoint_tokenizer,
+)
 
 
 @pytest.fixture()
@@ -52,6 +57,26 @@ def test_local_dir(tiny_dir, offline):
 def test_local_dir_dtype(tiny_dir, offline):
     model, _ = load_base_model(str(tiny_dir[0]), dtype=torch.float64)
     assert {p.dtype for p in model.parameters()} == {torch.float64}
+
+
+def test_checkpoint_tokenizer(tmp_path, offline):
+    folders = [tmp_path / f"checkpoint-{step}" for step in (2, 4)]
+    assert load_checkpoint_tokenizer(folders) is None  # no folder holds one (nor exists)
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
+    for folder in folders:
+        tokenizer.save_pretrained(folder)
+    loaded = load_checkpoint_tokenizer(folders)
+    assert len(loaded) == len(tokenizer) and loaded.chat_template == tokenizer.chat_template
+    assert loaded("<|tool|>")["input_ids"] == tokenizer("<|tool|>")["input_ids"]
+
+    build_tiny_tokenizer(chat_template="{{ messages }}").save_pretrained(folders[0])
+    with pytest.raises(InputError, match="differs from the tokenizer") as info:
+        load_checkpoint_tokenizer(folders)
+    assert info.value.path.startswith(str(folders[0]))
+    with pytest.raises(InputError, match="has no tokenizer") as info:
+        load_checkpoint_tokenizer([tmp_path / "checkpoint-0", *folders])
+    assert info.value.key == "tokenizer_config.json"
 
 
 def test_missing_pad_token_becomes_eos(tmp_path, offline, caplog):

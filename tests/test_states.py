@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,65 @@ def test_dora_is_refused(tmp_path):
     with pytest.raises(InputError, match="DoRA") as info:
         ModelStates(build_tiny_llama(VOCAB)).load(dora)
     assert info.value.key == "use_dora"
+
+
+def save_trained_extras(path: Path, *, seed: int, vocab: int = VOCAB, **overrides) -> Checkpoint:
+    """An adapter whose ``modules_to_save`` copies were trained too (perturbed, seeded), for a
+    base model resized to ``vocab`` rows as after adding chat tokens."""
+    base = build_tiny_llama(VOCAB)
+    if vocab != VOCAB:
+        base.resize_token_embeddings(vocab, mean_resizing=False)
+    torch.manual_seed(1000 + seed)
+    peft = get_peft_model(base, lora_config(**overrides))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if ".modules_to_save." in name:
+                param.add_(0.1 * torch.randn_like(param))
+    peft.save_pretrained(path)
+    return Checkpoint(path, seed, "adapter")
+
+
+def test_modules_to_save_are_applied_but_not_in_the_gradient(tmp_path, batch, caplog):
+    first = save_trained_extras(tmp_path / "checkpoint-1", seed=1, modules_to_save=["lm_head"])
+    second = save_trained_extras(tmp_path / "checkpoint-2", seed=2, modules_to_save=["lm_head"])
+    states = ModelStates(build_tiny_llama(VOCAB))
+    states.check(first)
+    with caplog.at_level(logging.WARNING, logger="swiftstudy.model.states"):
+        model, targets = states.load(first)
+    assert "lm_head applied as trained but left out of the gradient" in caplog.text
+    assert len(targets) == N_LORA_TARGETS and all("lora_" in t.name for t in targets)
+    torch.testing.assert_close(logits(model, batch), logits(fresh_peft(first), batch))
+    # The next checkpoint swaps its lm_head in place with the LoRA weights.
+    model_2, _ = states.load(second)
+    assert model_2 is model
+    torch.testing.assert_close(logits(model_2, batch), logits(fresh_peft(second), batch))
+
+
+@pytest.mark.filterwarnings("ignore:.*(tie_word_embeddings|save_embedding_layers).*:UserWarning")
+def test_resized_embeddings_are_resized_in_the_base_model(tmp_path, batch):
+    vocab = VOCAB + 6  # chat tokens added before training
+    ckpt = save_trained_extras(
+        tmp_path / "a", seed=1, vocab=vocab, modules_to_save=["embed_tokens", "lm_head"]
+    )
+    base = build_tiny_llama(VOCAB)
+    states = ModelStates(base)
+    states.check(ckpt)
+    model, targets = states.load(ckpt)
+    assert base.get_input_embeddings().weight.shape[0] == vocab
+    assert len(targets) == N_LORA_TARGETS
+    reference = build_tiny_llama(VOCAB)
+    reference.resize_token_embeddings(vocab, mean_resizing=False)
+    reference = PeftModel.from_pretrained(reference, ckpt.path).eval()
+    new_tokens = torch.tensor([[1, VOCAB, VOCAB + 5, 2]])
+    for ids in (batch, new_tokens):
+        torch.testing.assert_close(logits(model, ids), logits(reference, ids))
+
+
+def test_lora_bias_is_refused(tmp_path):
+    ckpt = save_adapter(tmp_path / "a", seed=1, lora_bias=True)
+    with pytest.raises(InputError, match="LoRA bias") as info:
+        ModelStates(build_tiny_llama(VOCAB)).check(ckpt)
+    assert info.value.key == "lora_bias"
 
 
 @pytest.mark.filterwarnings("ignore:.*(tie_word_embeddings|save_embedding_layers).*:UserWarning")

@@ -11,7 +11,12 @@ from swiftstudy.model.checkpoints import (
     hash_checkpoint,
     load_learning_rate_log,
 )
-from swiftstudy.model.loading import bundled_gguf_path, default_cache_dir, load_base_model
+from swiftstudy.model.loading import (
+    bundled_gguf_path,
+    default_cache_dir,
+    load_base_model,
+    load_checkpoint_tokenizer,
+)
 from swiftstudy.model.memory import (
     GradientWorkload,
     MemoryPlan,
@@ -35,6 +40,7 @@ __all__ = [
     "discover_checkpoints",
     "hash_checkpoint",
     "load_base_model",
+    "load_checkpoint_tokenizer",
     "load_learning_rate_log",
     "plan_memory",
     "render_memory_plan",

@@ -1,5 +1,9 @@
 """Load the base model and tokenizer: the bundled SmolLM2, a .gguf file, a local folder or a hub id.
 
+A run's checkpoints may hold their own tokenizer (the Trainer saves it beside each one, with the
+chat tokens and template the run added); ``load_checkpoint_tokenizer`` reads it, so examples are
+tokenized as the run tokenized them.
+
 GGUF files are dequantized by transformers, which takes 15-20 s for the bundled 135M model, so a
 GGUF file is converted once to a safetensors folder in the user cache, keyed by the file's
 SHA-256, and later loads read that folder (well under a second). The conversion is written to a
@@ -15,6 +19,7 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
@@ -42,6 +47,19 @@ from swiftstudy.errors import InputError
 logger = logging.getLogger(__name__)
 
 _MODEL_KEY = "model"
+#: The file a saved tokenizer always has; the others below are compared when present.
+_TOKENIZER_CONFIG = "tokenizer_config.json"
+_TOKENIZER_FILES = (
+    _TOKENIZER_CONFIG,
+    "tokenizer.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
 _HASH_CHUNK = 1 << 20
 #: SHA-256 of GGUF files already hashed in this process, keyed by (path, size, mtime).
 _gguf_digests: dict[tuple[str, int, int], str] = {}
@@ -97,6 +115,55 @@ def load_base_model(
     _ensure_pad_token(tokenizer)
     logger.info("loaded %s (%s, %s on %s)", name, type(model).__name__, dtype, device)
     return model, tokenizer
+
+
+def load_checkpoint_tokenizer(folders: Sequence[Path]) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved in a run's checkpoint folders, or None when none of them holds one.
+
+    The Trainer saves its tokenizer in every checkpoint; all of them must hold the same files, so
+    one tokenizer serves the whole series.
+
+    Args:
+        folders: The checkpoint folders, in step order.
+
+    Returns:
+        The tokenizer of the last folder, with a pad token (its EOS token if it had none).
+
+    Raises:
+        InputError: Some folders hold a tokenizer and others do not, two tokenizers differ, or
+            the tokenizer cannot be loaded.
+    """
+    holding = [Path(f) for f in folders if (Path(f) / _TOKENIZER_CONFIG).is_file()]
+    if not holding:
+        return None
+    if len(holding) < len(folders):
+        without = next(Path(f) for f in folders if Path(f) not in holding)
+        raise InputError(
+            f"has no tokenizer while {holding[0]} has one: a series is tokenized one way",
+            path=without,
+            key=_TOKENIZER_CONFIG,
+        )
+    last = holding[-1]
+    for folder in holding[:-1]:
+        for name in _TOKENIZER_FILES:
+            mine, theirs = folder / name, last / name
+            if mine.is_file() != theirs.is_file() or (
+                mine.is_file() and mine.read_bytes() != theirs.read_bytes()
+            ):
+                raise InputError(
+                    f"differs from the tokenizer in {last}: a series is tokenized one way",
+                    path=mine,
+                    key=name,
+                )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(last)
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"cannot load the tokenizer: {_first_line(err)}", path=last, key=_TOKENIZER_CONFIG
+        ) from err
+    _ensure_pad_token(tokenizer)
+    logger.info("tokenizing with the tokenizer saved in %s (%d tokens)", last, len(tokenizer))
+    return tokenizer
 
 
 def bundled_gguf_path() -> Path:

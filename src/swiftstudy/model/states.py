@@ -7,8 +7,13 @@ For full-model checkpoints each state is loaded afresh, and the targets are the 
 weight names match the ``full_params`` regexes (the MLP up / down projections by default).
 
 Only plain LoRA on Linear layers is supported: variants that change the layer's forward (DoRA,
-aLoRA, ...), LoRA on embeddings or convolutions, and fully trained ``modules_to_save`` are refused,
-because the gradient engine assumes ``y = W x + s B A x``.
+aLoRA, ...) and LoRA on embeddings or convolutions are refused, because the gradient engine assumes
+``y = W x + s B A x``. What a TRL run adds around the LoRA matrices is applied, so the model is in
+the checkpoint's state, but kept out of the gradient: fully trained ``modules_to_save`` (often
+``lm_head``), ``trainable_token_indices`` (the rows of chat tokens added to the vocabulary), and
+embeddings resized for those tokens (the base model is resized to the rows the adapter saved).
+The gradient, and so RelInf, covers the LoRA matrices alone: a vocabulary-sized ``lm_head`` would
+outweigh them and an embedding is not a Linear layer; a warning says so when it happens.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 _ADAPTER = "default"
 _LORA_KEY = re.compile(r"base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
+#: The tensors of ``modules_to_save`` (a copy of each parameter), trainable tokens, and embeddings.
+_AUXILIARY_KEY = re.compile(
+    r"base_model\.model\.(?P<module>.+)\.(?P<param>weight|bias|token_adapter\.trainable_tokens_delta)"
+)
 #: adapter_config.json fields that do not change the adapted model.
 _CONFIG_IGNORED = frozenset(
     {"base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping"}
@@ -52,8 +61,6 @@ _CONFIG_IGNORED = frozenset(
 _UNSUPPORTED_CONFIG = {
     "use_dora": "DoRA",
     "lora_bias": "a LoRA bias",
-    "modules_to_save": "fully trained modules (modules_to_save)",
-    "trainable_token_indices": "trainable token embeddings (trainable_token_indices)",
     "target_parameters": "LoRA on raw parameters (target_parameters)",
     "alora_invocation_tokens": "activated LoRA (aLoRA)",
     "arrow_config": "Arrow routing",
@@ -178,6 +185,7 @@ class ModelStates:
             logger.info("adapter config changed at %s; rebuilding the PEFT wrapper", ckpt.path)
             self._discard_adapter()
         _check_fits_base(self._base, state, ckpt)
+        _resize_embeddings(self._base, _embedding_rows(self._base, state, ckpt), ckpt)
         try:
             peft = PeftModel.from_pretrained(
                 self._base, ckpt.path, adapter_name=_ADAPTER, is_trainable=False
@@ -194,6 +202,14 @@ class ModelStates:
         except InputError:
             self._discard_adapter()
             raise
+        auxiliary = _auxiliary_modules(peft)
+        if auxiliary:
+            logger.warning(
+                "%s: %s applied as trained but left out of the gradient, which covers the LoRA "
+                "matrices only",
+                ckpt.path,
+                ", ".join(auxiliary),
+            )
         return peft, targets
 
     def _discard_adapter(self) -> None:
@@ -299,10 +315,12 @@ def _check_fits_base(
     half-wrapped; checking first keeps the base model clean on error.
     """
     ranks: dict[str, dict[str, int]] = {}
+    rows = _embedding_rows(base, state, ckpt)
     for key, tensor in state.items():
         match = _LORA_KEY.fullmatch(key)
         if match is None:
-            raise _misfit(ckpt, f"unsupported tensor {key!r}; {_PLAIN_LORA}")
+            _check_auxiliary_fits_base(base, key, tensor, rows, ckpt)
+            continue
         name, part = match["module"], match["part"]
         try:
             features = _linear_features(base.get_submodule(name))
@@ -326,9 +344,104 @@ def _check_fits_base(
             raise _misfit(ckpt, f"lora_A and lora_B of {name!r} are missing or disagree on rank")
 
 
+def _check_auxiliary_fits_base(
+    base: torch.nn.Module, key: str, tensor: torch.Tensor, rows: int | None, ckpt: Checkpoint
+) -> None:
+    """Check a ``modules_to_save``, trainable-token or embedding tensor against the base model.
+
+    Embedding rows may differ from the base model's: it is resized to ``rows`` before wrapping.
+    """
+    match = _AUXILIARY_KEY.fullmatch(key)
+    # LoRA variants' tensors (lora_embedding_A, lora_magnitude_vector, a LoRA layer's base_layer).
+    if match is None or "lora_" in key or ".base_layer" in key:
+        raise _misfit(ckpt, f"unsupported tensor {key!r}; {_PLAIN_LORA}")
+    name, param = match["module"], match["param"]
+    try:
+        module = _unwrapped(base.get_submodule(name))
+    except AttributeError:
+        raise _misfit(ckpt, f"the base model has no module {name!r}") from None
+    if param != "weight" and param != "bias":
+        expected: tuple[int, ...] = (tensor.shape[0], module.weight.shape[1])
+    else:
+        own = getattr(module, param, None)
+        if not isinstance(own, torch.Tensor):
+            raise _misfit(ckpt, f"{name!r} has no {param}")
+        expected = tuple(own.shape)
+        if rows is not None and name in _embedding_names(base):
+            expected = (rows, *expected[1:])
+    if tuple(tensor.shape) != expected:
+        raise _misfit(
+            ckpt, f"{key!r} has shape {tuple(tensor.shape)} but {name!r} needs {expected}"
+        )
+
+
+def _embedding_names(model: torch.nn.Module) -> set[str]:
+    """The module names of the model's input and output embeddings."""
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    return {name for name, module in model.named_modules() if any(module is x for x in layers)}
+
+
+def _embedding_rows(
+    base: torch.nn.Module, state: dict[str, torch.Tensor], ckpt: Checkpoint
+) -> int | None:
+    """The vocabulary rows of the embedding weights the adapter holds; None if it holds none."""
+    names = _embedding_names(base)
+    rows = {
+        tensor.shape[0]
+        for key, tensor in state.items()
+        if (match := _AUXILIARY_KEY.fullmatch(key))
+        and match["param"] == "weight"
+        and match["module"] in names
+    }
+    if len(rows) > 1:
+        raise _misfit(
+            ckpt, f"its embedding weights disagree on the vocabulary size: {sorted(rows)}"
+        )
+    return rows.pop() if rows else None
+
+
+def _resize_embeddings(base: PreTrainedModel, rows: int | None, ckpt: Checkpoint) -> None:
+    """Resize the base model's embeddings to the adapter's rows (chat tokens added in training).
+
+    The new rows are initialised with a forked RNG, so the caller's random state is unchanged;
+    their values do not matter, as the adapter's own weights replace the rows that are used.
+    """
+    current = base.get_input_embeddings().weight.shape[0]
+    if rows is None or rows == current:
+        return
+    logger.info("%s: resizing the embeddings from %d to %d rows", ckpt.path, current, rows)
+    device = base.get_input_embeddings().weight.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        base.resize_token_embeddings(rows, mean_resizing=False)
+
+
+def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
+    """The original layer under a PEFT wrapper (a base model wrapped in place), else the layer."""
+    if isinstance(module, AuxiliaryTrainingWrapper):
+        return module.original_module
+    if isinstance(module, BaseTunerLayer):
+        return module.get_base_layer()
+    return module
+
+
+def _auxiliary_modules(model: torch.nn.Module) -> list[str]:
+    """The names of the ``modules_to_save`` and trainable-token wrappers in the model."""
+    return [name for name, m in model.named_modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+
+
 def _check_state_fits(model: PeftModel, state: dict[str, torch.Tensor], ckpt: Checkpoint) -> None:
-    """Check that the adapter tensors are exactly the model's LoRA tensors, with their shapes."""
-    expected = get_peft_model_state_dict(model, adapter_name=_ADAPTER)
+    """Check that the adapter tensors are exactly the model's adapter tensors, with their shapes.
+
+    Embedding weights the adapter saved (PEFT does when the vocabulary was resized) are loaded
+    into the base model's embeddings, which have the same shapes after ``_resize_embeddings``.
+    """
+    expected = get_peft_model_state_dict(model, adapter_name=_ADAPTER, save_embedding_layers=False)
+    embeddings = {
+        f"base_model.model.{name}.weight" for name in _embedding_names(model.base_model.model)
+    }
+    for key in embeddings & (set(state) - set(expected)):
+        module = _unwrapped(model.get_submodule(key.removesuffix(".weight")))
+        expected[key] = module.weight
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))
     if missing or unknown:
@@ -347,9 +460,11 @@ def _check_state_fits(model: PeftModel, state: dict[str, torch.Tensor], ckpt: Ch
 def _lora_targets(model: PeftModel, ckpt: Checkpoint) -> list[TargetModule]:
     """Every ``lora_A`` / ``lora_B`` Linear of the adapter, refusing other adapted layer types."""
     targets = []
+    # modules_to_save and trainable tokens are in the state, not the gradient (module docstring).
+    auxiliary = tuple(f"{name}." for name in _auxiliary_modules(model))
     for name, module in model.named_modules():
-        if isinstance(module, AuxiliaryTrainingWrapper):
-            raise _unsupported(ckpt, f"{name!r} is a fully trained module")
+        if isinstance(module, AuxiliaryTrainingWrapper) or name.startswith(auxiliary):
+            continue
         if not isinstance(module, BaseTunerLayer):
             continue
         if not isinstance(module, LoraLayer):
