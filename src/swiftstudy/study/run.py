@@ -42,6 +42,7 @@ from swiftstudy.model import (
     discover_checkpoints,
     hash_checkpoint,
     load_base_model,
+    load_checkpoint_tokenizer,
 )
 from swiftstudy.provenance import describe_provenance
 from swiftstudy.scores import compute_pair_mask
@@ -151,7 +152,7 @@ def run_study(
     elif overrides:
         raise ValueError("overrides apply to a spec file, not to a loaded StudySpec")
     out_dir = Path(out_dir)
-    examples = {s.name: load_examples(s.path, split=s.split) for s in spec.sets}
+    examples = {s.name: load_examples(s.path, **s.load_options()) for s in spec.sets}
     _check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
     checkpoints = _discover(spec)
     _check_out_dir(out_dir, spec, overwrite)
@@ -199,6 +200,8 @@ def _prepare(
     """Load the model once, tokenize the used sets, and set up the Gram matrix job."""
     dtype = _DTYPES[spec.dtype]
     model, tokenizer = load_base_model(spec.model, dtype=dtype, device=procs.device)
+    # A run that added chat tokens saved its own tokenizer: tokenize as the run did.
+    tokenizer = load_checkpoint_tokenizer([c.path for c in checkpoints]) or tokenizer
     tokenized = {
         name: tokenize_examples(
             exs, tokenizer, max_length=spec.max_length, on_overflow=spec.on_overflow

@@ -53,6 +53,7 @@ from swiftstudy.constants import (
     PRECONDITIONER_NONE,
     PRECONDITIONERS,
 )
+from swiftstudy.data.examples import FIELDS, READ_AUTO, READ_FORMATS, is_hub_dataset_id
 from swiftstudy.validation import SpecValidator, absolute_path, describe_value, load_spec_data
 from swiftstudy.yamlio import KeyPath
 
@@ -80,7 +81,7 @@ _OPTIONAL_KEYS = (
 CACHE_KEYS = ("cache_dir", "cache_max_gradient_mb", "cache_max_gb")
 #: Keys that say how the report states its verdicts: the saved tables do not depend on them.
 REPORT_KEYS = ("verdict",)
-_SET_KEYS = ("path", "split")
+_SET_KEYS = ("path", "split", "name", "columns", "format")
 _METRIC_KEYS = ("name", "probes", "evals", "context")
 _METRIC_OPTIONAL_KEYS = ("control",)
 _VERDICT_KEYS = ("normalization", "checkpoints")
@@ -90,17 +91,45 @@ _CUDA_INDEX = re.compile(r"cuda:\d+")
 
 @dataclass(frozen=True)
 class SetSpec:
-    """A named example set (probes or evals) stored in a file.
+    """A named example set (probes or evals) stored in a file, a dataset folder or on the Hub.
 
     Attributes:
         name: The name metrics refer to it by.
-        path: The data file (absolute once loaded from a spec).
+        path: The data file or folder (absolute once loaded from a spec), or a Hub dataset id
+            (a string) when no such local path exists.
         split: The dataset split to read, for formats that have splits.
+        config_name: The dataset configuration (``name:`` in the spec), for ``load_dataset``.
+        columns: ``(field, column)`` renames (``columns:`` in the spec, a mapping).
+        format: ``auto`` or ``trl`` (``data.examples.READ_FORMATS``).
     """
 
     name: str
-    path: Path
+    path: Path | str
     split: str | None = None
+    config_name: str | None = None
+    columns: tuple[tuple[str, str], ...] = ()
+    format: str = READ_AUTO
+
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``data.load_examples`` besides the path."""
+        return {
+            "split": self.split,
+            "name": self.config_name,
+            "columns": dict(self.columns),
+            "format": self.format,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The set as YAML-ready data; keys at their defaults are left out."""
+        path = self.path if isinstance(self.path, str) else str(absolute_path(self.path))
+        data: dict[str, Any] = {"path": path, "split": self.split}
+        if self.config_name is not None:
+            data["name"] = self.config_name
+        if self.columns:
+            data["columns"] = dict(self.columns)
+        if self.format != READ_AUTO:
+            data["format"] = self.format
+        return data
 
 
 @dataclass(frozen=True)
@@ -248,9 +277,7 @@ class StudySpec:
         return {
             "model": self.model,
             "checkpoints": checkpoints,
-            "sets": {
-                s.name: {"path": str(absolute_path(s.path)), "split": s.split} for s in self.sets
-            },
+            "sets": {s.name: s.to_dict() for s in self.sets},
             "metrics": [m.to_dict() for m in self.metrics],
             "max_length": self.max_length,
             "batch_size": self.batch_size,
@@ -424,12 +451,38 @@ class _Validator(SpecValidator):
             if isinstance(body, str):
                 body = {"path": body}
             body = self.mapping(body, set_path, "a set {path, split}")
-            self.check_keys(body, ("path",), ("split",), set_path)
-            split = body.get("split")
-            if split is not None:
-                split = self.string(split, (*set_path, "split"))
-            result.append(SetSpec(name, self.path(body["path"], (*set_path, "path")), split))
+            self.check_keys(body, ("path",), _SET_KEYS[1:], set_path)
+            split, config_name = (
+                None if body.get(key) is None else self.string(body[key], (*set_path, key))
+                for key in ("split", "name")
+            )
+            result.append(
+                SetSpec(
+                    name,
+                    self.data_path(body["path"], (*set_path, "path")),
+                    split,
+                    config_name,
+                    self.columns(body.get("columns"), (*set_path, "columns")),
+                    self.choice(body.get("format", READ_AUTO), READ_FORMATS, (*set_path, "format")),
+                )
+            )
         return tuple(result)
+
+    def data_path(self, value: Any, key_path: KeyPath) -> Path | str:
+        """A local data path made absolute, or a Hub dataset id kept as written."""
+        text = self.string(value, key_path)
+        local = self.path(text, key_path)
+        return text if not local.exists() and is_hub_dataset_id(text) else local
+
+    def columns(self, value: Any, key_path: KeyPath) -> tuple[tuple[str, str], ...]:
+        """``columns: {field: column}``: the example field each column stands for."""
+        if value is None:
+            return ()
+        columns = self.mapping(value, key_path, "a mapping of field to column name")
+        for field_name, column in columns.items():
+            self.choice(field_name, FIELDS, (*key_path, field_name), what="field")
+            self.string(column, (*key_path, field_name))
+        return tuple(columns.items())
 
     def metrics(self, value: Any, sets: tuple[SetSpec, ...]) -> tuple[MetricSpec, ...]:
         key_path: KeyPath = ("metrics",)
