@@ -43,6 +43,12 @@ EXPECTED = {
         for c, ctx in (("In-task", "in-task"), ("Cross-task", "cross-task"))
     ],
 }
+#: The paper's comparison set of each strategy: its metrics name it as their control.
+CONTROLS = {
+    "cot": {"cot": "nocot"},
+    "clarify": {"clarify": "pos"},
+    "eval": {"eval_pos": "pos", "eval_neg": "pos"},
+}
 SET_FILE_NAMES = {
     "nocot": "nocot.jsonl",
     "similar": "similar.jsonl",
@@ -68,6 +74,15 @@ def test_recipe_specs_name_the_papers_metrics_and_sets(recipes_dir: Path, name: 
     spec = load_study_spec(recipes_dir / f"{name}.yaml")
     got = [(m.name, m.probes, m.evals, m.context) for m in spec.metrics]
     assert got == EXPECTED[name]
+    assert [m.control for m in spec.metrics] == [CONTROLS[name].get(m.probes) for m in spec.metrics]
+    for metric in spec.metrics:
+        if metric.control is not None:
+            control = spec.control_metric(metric)
+            assert (control.probes, control.evals, control.context) == (
+                metric.control,
+                metric.evals,
+                metric.context,
+            )
     for set_spec in spec.sets:
         assert set_spec.path == recipes_dir / "data" / SET_FILE_NAMES[set_spec.name]
         assert set_spec.path.is_file()
@@ -166,3 +181,10 @@ def test_recipe_metrics_equal_relinf_from_the_naive_reference(
                 int(row["n_pairs"]) == len(values) == (12 if row["context"] == "in-task" else 132)
             )
             assert float(row["value"]) == pytest.approx(sum(values) / len(values), rel=1e-8)
+    verdicts = json.loads((out / "verdicts.json").read_text(encoding="utf-8"))["headline"]
+    expected = [(n, CONTROLS[name][p]) for n, p, _, _ in EXPECTED[name] if p in CONTROLS[name]]
+    assert [(v["metric"], v["control"]) for v in verdicts["verdicts"]] == expected
+    for verdict in verdicts["verdicts"]:
+        assert verdict["verdict"] in {
+            f"{word} than {verdict['control']}" for word in ("helps more", "no better", "worse")
+        }

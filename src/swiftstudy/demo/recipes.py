@@ -61,7 +61,8 @@ class Recipe:
         name: ``cot``, ``clarify`` or ``eval``; also the spec's file stem.
         question: What the study asks, for the spec's header.
         sets: The sets the spec lists, in order.
-        metrics: The metrics, the strategy's first (a report compares each with the later ones).
+        metrics: The metrics, the strategy's first (a report compares each with the later ones);
+            the strategy's metrics name the paper's comparison set as their ``control``.
     """
 
     name: str
@@ -71,12 +72,15 @@ class Recipe:
 
 
 def _metrics(
-    probes: Sequence[tuple[str, str]], evals: Sequence[tuple[str, str]]
+    probes: Sequence[tuple[str, str]],
+    evals: Sequence[tuple[str, str]],
+    controls: dict[str, str],
 ) -> tuple[MetricSpec, ...]:
-    """The in-task and cross-task metric of each (label, set) of probes on each of evals."""
+    """The in-task and cross-task metric of each (label, set) of probes on each of evals, with
+    the control of each probe set named in ``controls`` (probe set → control probe set)."""
     contexts = ((CONTEXT_IN_TASK, "In-task"), (CONTEXT_CROSS_TASK, "Cross-task"))
     return tuple(
-        MetricSpec(f"{p_label} → {c_label} {e_label}", p_set, e_set, context)
+        MetricSpec(f"{p_label} → {c_label} {e_label}", p_set, e_set, context, controls.get(p_set))
         for p_label, p_set in probes
         for e_label, e_set in evals
         for context, c_label in contexts
@@ -90,7 +94,9 @@ RECIPES: dict[str, Recipe] = {
         "than plain answers (Z) about plain examples of the same task (in-task) and of other "
         "tasks (cross-task)?",
         ("nocot", "similar", "cot"),
-        _metrics((("CoT", "cot"), ("non-CoT", "nocot")), (("non-CoT", "similar"),)),
+        _metrics(
+            (("CoT", "cot"), ("non-CoT", "nocot")), (("non-CoT", "similar"),), {"cot": "nocot"}
+        ),
     ),
     "clarify": Recipe(
         "clarify",
@@ -101,6 +107,7 @@ RECIPES: dict[str, Recipe] = {
         _metrics(
             (("Clarify", "clarify"), ("Pos", "pos")),
             (("Pos", "similar_pos"), ("Neg", "similar_neg")),
+            {"clarify": "pos"},
         ),
     ),
     "eval": Recipe(
@@ -112,6 +119,7 @@ RECIPES: dict[str, Recipe] = {
         _metrics(
             (("EvalPos", "eval_pos"), ("EvalNeg", "eval_neg"), ("Pos", "pos")),
             (("Pos", "similar_pos"), ("Neg", "similar_neg")),
+            {"eval_pos": "pos", "eval_neg": "pos"},
         ),
     ),
 }
@@ -217,7 +225,8 @@ def render_study_spec(recipe: Recipe, shown_dir: str, writer: str) -> str:
     name_width = max(len(m.name) for m in recipe.metrics) + 3
     metrics = [
         f"  - {{name: {_quoted(m.name) + ',':<{name_width}} probes: {m.probes + ',':<9} "
-        f"evals: {m.evals + ',':<12} context: {m.context}}}"
+        f"evals: {m.evals + ',':<12} context: {m.context}"
+        + (f",{' ' * (10 - len(m.context))} control: {m.control}}}" if m.control else "}")
         for m in recipe.metrics
     ]
     return "\n".join(

@@ -29,6 +29,8 @@ from swiftstudy.constants import (
     RELINF_CSV,
     SCORES_CSV,
     TOKENS_JSONL,
+    TRAINER_STATE,
+    WEIGHTING_LR,
 )
 from swiftstudy.data import Example, TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
@@ -43,9 +45,10 @@ from swiftstudy.model import (
     hash_checkpoint,
     load_base_model,
     load_checkpoint_tokenizer,
+    load_learning_rate_log,
 )
 from swiftstudy.provenance import describe_provenance
-from swiftstudy.scores import compute_pair_mask
+from swiftstudy.scores import compute_interval_learning_rates, compute_pair_mask
 from swiftstudy.study.cache import (
     GradientCache,
     GradientSettings,
@@ -76,7 +79,7 @@ from swiftstudy.study.rows import (
     RowSettings,
     layout_rows,
 )
-from swiftstudy.study.spec import CACHE_KEYS, StudySpec, load_study_spec
+from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study_spec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
 from swiftstudy.validation import spec_key_error
 from swiftstudy.yamlio import dump_yaml, load_yaml
@@ -155,6 +158,7 @@ def run_study(
     examples = {s.name: load_examples(s.path, **s.load_options()) for s in spec.sets}
     _check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
     checkpoints = _discover(spec)
+    learning_rates = _learning_rates(spec, checkpoints)
     _check_out_dir(out_dir, spec, overwrite)
     cache_root = _cache_root(spec) if cache else None
     keys = _checkpoint_keys(spec, checkpoints)
@@ -171,6 +175,9 @@ def run_study(
         return result
     norms = compute_norm_rows(checkpoints, grams, tokenized, rows_of)
     config = _resolved_config(spec, checkpoints, keys, dims, command)
+    for entry, rate in zip(config["checkpoints"], learning_rates, strict=True):
+        if rate is not None:
+            entry["learning_rate"] = rate
     _write_outputs(out_dir, scores, relinf, norms, tokenized, config)
     job.partial.clear()
     if any(cache.written_rows for cache in job.caches.values()):
@@ -382,9 +389,41 @@ def _check_pairs(spec: StudySpec, tasks: dict[str, list[str]]) -> None:
                 if metric.context == "in-task"
                 else "every probe has the same task as every eval example"
             )
-            raise spec_key_error(
-                spec.spec_path, f"metric {metric.name!r} has no pairs: {why}", ("metrics", index)
-            )
+            key = ("metrics", index)
+            if metric.added_for is not None:
+                key = ("metrics", metric.added_for, "control")
+            raise spec_key_error(spec.spec_path, f"metric {metric.name!r} has no pairs: {why}", key)
+
+
+def _learning_rates(spec: StudySpec, checkpoints: Sequence[Checkpoint]) -> list[float | None]:
+    """η_k of each checkpoint (``scores.compute_interval_learning_rates``) from the logs in the
+    checkpoints' ``trainer_state.json`` files; None for all when a checkpoint has none.
+
+    Raises:
+        InputError: ``verdict.checkpoints`` is ``lr`` and a checkpoint has no logged learning rate.
+    """
+    logged: dict[int, float] = {}
+    missing = []
+    for ckpt in checkpoints:
+        entries = load_learning_rate_log(ckpt)
+        if not entries:
+            missing.append(ckpt)
+        logged.update(entries or ())
+    if not missing:
+        steps, rates = [c.step for c in checkpoints], sorted(logged.items())
+        logged_steps, logged_rates = [s for s, _ in rates], [r for _, r in rates]
+        return [
+            float(r) for r in compute_interval_learning_rates(steps, logged_steps, logged_rates)
+        ]
+    if spec.verdict.checkpoints == WEIGHTING_LR:
+        raise spec_key_error(
+            spec.spec_path,
+            f"the lr weighting needs each checkpoint's logged learning rates, and "
+            f"{missing[0].path} has no {TRAINER_STATE} with a learning_rate (set verdict: "
+            "{checkpoints: mean} or last)",
+            ("verdict", "checkpoints"),
+        )
+    return [None] * len(checkpoints)
 
 
 def _discover(spec: StudySpec) -> list[Checkpoint]:
@@ -418,8 +457,9 @@ def _check_out_dir(out_dir: Path, spec: StudySpec, overwrite: bool) -> None:
 
 
 def _without_cache(spec: dict) -> dict:
-    """A spec's keys that make its results (where the cache lives does not)."""
-    return {k: v for k, v in spec.items() if k not in CACHE_KEYS}
+    """A spec's keys that make its results (where the cache lives and the verdict's variant do
+    not)."""
+    return {k: v for k, v in spec.items() if k not in CACHE_KEYS + REPORT_KEYS}
 
 
 def _resolve_device(device: str) -> torch.device:
