@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,10 @@ import pytest
 from swiftstudy import InputError, run_demo
 from swiftstudy.cli.main import main
 from swiftstudy.demo.recipes import RECIPES
+from swiftstudy.demo.run import render_summary
+from swiftstudy.model import Checkpoint
+from swiftstudy.study import StudyResult
+from swiftstudy.study.outputs import ScoreRow
 
 
 def test_a_folder_whose_demo_files_are_not_a_demos_is_refused(tmp_path: Path, capsys):
@@ -53,3 +59,43 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys):
         assert all(r["value"] not in ("", "nan") for r in rows)
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "| CoT → In-task non-CoT |" in summary and "results/eval/report.html" in summary
+    assert "Verdicts against controls" in summary
+    assert re.search(
+        r"\| CoT → In-task non-CoT \| (helps more|no better|worse) than nocot \|", summary
+    )
+    assert "than nocot" in printed
+
+
+def test_summary_opens_each_study_with_its_verdicts_against_controls(tmp_path: Path):
+    out = tmp_path / "results" / "cot"
+    out.mkdir(parents=True)
+    verdicts = {
+        "bootstrap": {"level": 0.95},
+        "headline": {
+            "normalization": "relinf",
+            "checkpoints": "mean",
+            "verdicts": [
+                {
+                    "metric": "CoT → In-task non-CoT",
+                    "verdict": "worse than nocot",
+                    "margin": {"value": -0.25, "ci_low": -0.5, "ci_high": -0.125},
+                    "relinf_mean_over_checkpoints": {"value": 0.5},
+                }
+            ],
+        },
+    }
+    (out / "verdicts.json").write_text(json.dumps(verdicts))
+    rows = tuple(
+        ScoreRow("CoT → In-task non-CoT", "in-task", "cot", "similar", s, "c", 0.5, 12)
+        for s in (10, 20)
+    )
+    checkpoints = tuple(Checkpoint(tmp_path / f"checkpoint-{s}", s, "adapter") for s in (10, 20))
+    summary = render_summary({"cot": StudyResult(out, rows, (), checkpoints)}, tmp_path, 60.0)
+    assert "Verdicts against controls (relinf, checkpoints mean; margin = strategy − control, " in (
+        summary
+    )
+    assert (
+        "| CoT → In-task non-CoT | worse than nocot | -0.2500 [-0.5000, -0.1250] | +0.5000 |"
+        in summary
+    )
+    assert summary.index("worse than nocot") < summary.index("| metric | step 10 | step 20 |")

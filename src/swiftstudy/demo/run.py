@@ -10,6 +10,7 @@ checkpoints it has already done.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from swiftstudy.constants import VERDICTS_JSON
 from swiftstudy.demo.recipes import (
     BASE_RUN_DIR,
     DATA_DIR,
@@ -159,7 +161,8 @@ def _demo_names() -> list[str]:
 
 
 def render_summary(studies: dict[str, StudyResult], out_dir: Path, seconds: float) -> str:
-    """``summary.md``: each study's metrics by checkpoint and their mean, and its report."""
+    """``summary.md``: each study's verdicts against its controls, its metrics by checkpoint and
+    their mean, and its report."""
     lines = ["# swiftstudy demo", "", f"Made in {seconds / 60:.1f} minutes.", ""]
     lines += [f"Machine: {describe_machine()}.", ""]
     for name, result in studies.items():
@@ -169,6 +172,7 @@ def render_summary(studies: dict[str, StudyResult], out_dir: Path, seconds: floa
             values[row.metric][row.step] = row.value
         report = result.out_dir.relative_to(out_dir) / "report.html"
         lines += [f"## {name}: [{report}]({report})", ""]
+        lines += _verdict_lines(result.out_dir / VERDICTS_JSON)
         lines += ["| metric | " + " | ".join(f"step {s}" for s in steps) + " | mean |"]
         lines += ["| :-- |" + " --: |" * (len(steps) + 1)]
         for metric, by_step in values.items():
@@ -179,6 +183,35 @@ def render_summary(studies: dict[str, StudyResult], out_dir: Path, seconds: floa
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _verdict_lines(path: Path) -> list[str]:
+    """The headline verdicts of a study's ``verdicts.json`` as a Markdown table."""
+    if not path.is_file():
+        return []
+    verdicts = json.loads(path.read_text(encoding="utf-8"))
+    headline, level = verdicts["headline"], verdicts["bootstrap"]["level"]
+    if not headline["verdicts"]:
+        return []
+    lines = [
+        f"Verdicts against controls ({headline['normalization']}, checkpoints "
+        f"{headline['checkpoints']}; margin = strategy − control, {level:.0%} interval):",
+        "",
+        "| strategy | verdict | margin | RelInf mean |",
+        "| :-- | :-- | --: | --: |",
+    ]
+    for v in headline["verdicts"]:
+        margin, relinf = v["margin"], v["relinf_mean_over_checkpoints"]
+        interval = (
+            "no interval"
+            if margin["ci_low"] is None
+            else f"[{_number(margin['ci_low'])}, {_number(margin['ci_high'])}]"
+        )
+        lines.append(
+            f"| {v['metric']} | {v['verdict']} | {_number(margin['value'])} {interval} | "
+            f"{_number(relinf['value'])} |"
+        )
+    return [*lines, ""]
 
 
 def _number(value: float | None) -> str:
