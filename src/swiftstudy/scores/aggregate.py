@@ -2,7 +2,8 @@
 
 A pair is in-task when the probe's and the evaluation example's ``task`` are equal, cross-task
 otherwise; ``all`` takes every pair. With one example per task in each set, aligned by task,
-these are the paper's eq. 4, s_in = 1/n Σ_i RelInf(z'_i, z_i), and eq. 5, s_cross = Σ_{i≠j} RelInf(z'_i, z_j) / n(n−1).
+these are the paper's eq. 4, s_in = 1/n Σ_i RelInf(z'_i, z_i), and eq. 5,
+s_cross = Σ_{i≠j} RelInf(z'_i, z_j) / n(n−1).
 """
 
 from __future__ import annotations
