@@ -89,7 +89,7 @@ class HFGenerator(Generator):
         if not prompts:
             return
         model, tokenizer = self._load()
-        texts = [self._render(tokenizer, prompt) for prompt in prompts]
+        texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
         lengths = [len(tokenizer(text, add_special_tokens=False).input_ids) for text in texts]
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
         size = self.config.batch_size
@@ -109,22 +109,13 @@ class HFGenerator(Generator):
             )
         return self._model, self._tokenizer
 
-    @staticmethod
-    def _render(tokenizer: Any, prompt: Prompt) -> str:
-        """The prompt as the model sees it: the chat template, or the contents one per line."""
-        if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(
-                messages_to_json(prompt), tokenize=False, add_generation_prompt=True
-            )
-        return "\n".join(message.content for message in prompt) + "\n"
-
     def _generate_batch(self, model: Any, tokenizer: Any, texts: list[str]) -> list[str]:
         from transformers import GenerationConfig
 
         encoded = tokenizer(
             texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
         ).to(model.device)
-        stop_ids = _stop_token_ids(model, tokenizer)
+        stop_ids = stop_token_ids(model, tokenizer)
         config = GenerationConfig(
             max_new_tokens=self.config.max_new_tokens,
             do_sample=False,
@@ -145,7 +136,16 @@ class HFGenerator(Generator):
         ]
 
 
-def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
+    """The prompt as the model sees it: the chat template, or the contents one per line."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            messages_to_json(prompt), tokenize=False, add_generation_prompt=True
+        )
+    return "\n".join(message.content for message in prompt) + "\n"
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """The tokens that end an answer: the tokenizer's EOS and the model's configured EOS ids."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

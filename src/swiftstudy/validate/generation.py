@@ -1,16 +1,20 @@
 """Answers of each run: greedy, batched decoding of the base model in the run's final checkpoint.
 
-The decoding itself is :class:`swiftstudy.generate.HFGenerator`'s, the one the probes command
-uses: prompts rendered with the tokenizer's chat template and ``add_generation_prompt=True`` (the
-same rendering as the training prompt, so the model is asked exactly as it was trained), sorted by
-length, left-padded (decoder-only models continue from the last position) and decoded greedily to
-the end-of-turn token or ``max_new_tokens``. This module puts the model in a checkpoint's state
-first, loading the base model once for all runs and only when some answer is not cached.
+Prompts are rendered as :class:`swiftstudy.generate.HFGenerator` (the probes command's generator)
+renders them: the tokenizer's chat template with ``add_generation_prompt=True``, the same
+rendering as the training prompt, so the model is asked exactly as it was trained. The model is
+put in a checkpoint's state (the base model loaded once for all runs, and only when some answer is
+not cached), its LoRA adapter merged into the weights for the decoding and taken out bit-exactly
+after (:mod:`swiftstudy.model.merging`), and the prompts decoded greedily with continuous
+batching (:mod:`swiftstudy.generate.greedy`): in order of token length, each answer ending at its
+end-of-turn token or ``max_new_tokens``, its row refilled at once. Models whose cache rows cannot
+join and leave (sliding-window, hybrid) are decoded with ``HFGenerator``'s ``model.generate``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +22,13 @@ from typing import Any
 import torch
 
 from swiftstudy.generate import Generator, HFGenerator, HFSettings, Prompt
+from swiftstudy.generate.greedy import (
+    DecodingStats,
+    generate_greedy,
+    supports_continuous_batching,
+)
 from swiftstudy.model import Checkpoint, ModelStates, load_base_model
+from swiftstudy.model.merging import merged_lora
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +70,17 @@ class BaseModelStates:
         self.settings = settings
         self._states: ModelStates | None = None
         self._tokenizer: Any = None
+        #: True while an adapter is merged for decoding: swapping adapters then would corrupt it.
+        self.merged = False
 
     def load(self, checkpoint: Checkpoint) -> tuple[torch.nn.Module, Any]:
-        """The model in ``checkpoint``'s state, and the tokenizer."""
+        """The model in ``checkpoint``'s state, and the tokenizer.
+
+        Raises:
+            RuntimeError: An adapter is merged (a decoding is under way).
+        """
+        if self.merged:
+            raise RuntimeError("cannot load a checkpoint while an adapter is merged for decoding")
         if self._states is None:
             model, self._tokenizer = load_base_model(
                 self.settings.model,
@@ -81,12 +99,22 @@ class CheckpointGenerator(Generator):
         states: Loads the model in a checkpoint's state (shared by every run).
         checkpoint: The checkpoint.
         fingerprint: The SHA-256 of the checkpoint's weights: the answers' cache key.
+
+    Attributes:
+        stats: Answers, tokens and seconds decoded so far; ``stats.tokens_per_second`` is the
+            decoding speed to record.
     """
 
     def __init__(self, states: BaseModelStates, checkpoint: Checkpoint, fingerprint: str) -> None:
         self.states = states
         self.checkpoint = checkpoint
         self.fingerprint = fingerprint
+        self.stats = DecodingStats()
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of decoding so far (0 before any)."""
+        return self.stats.tokens_per_second
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -106,6 +134,29 @@ class CheckpointGenerator(Generator):
             return
         model, tokenizer = self.states.load(self.checkpoint)
         config = self.states.settings
+        self.states.merged = True
+        try:
+            with merged_lora(model) as layers:
+                logger.info("decoding with the adapter merged into %d layers", layers)
+                if supports_continuous_batching(model):
+                    yield from generate_greedy(
+                        model,
+                        tokenizer,
+                        prompts,
+                        max_new_tokens=config.max_new_tokens,
+                        batch_size=config.batch_size,
+                        stats=self.stats,
+                    )
+                else:
+                    yield from self._generate_batched(model, tokenizer, prompts)
+        finally:
+            self.states.merged = False
+
+    def _generate_batched(
+        self, model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Prompt]
+    ) -> Iterator[tuple[int, str]]:
+        """``model.generate`` a batch at a time, for caches rows cannot join or leave."""
+        config = self.states.settings
         generator = HFGenerator(
             HFSettings(
                 model=config.model,
@@ -117,4 +168,10 @@ class CheckpointGenerator(Generator):
             model=model,
             tokenizer=tokenizer,
         )
-        yield from generator.iter_generate(prompts)
+        started = time.perf_counter()
+        for index, text in generator.iter_generate(prompts):
+            self.stats.seconds += time.perf_counter() - started
+            self.stats.answers += 1
+            self.stats.tokens += len(tokenizer(text, add_special_tokens=False).input_ids)
+            yield index, text
+            started = time.perf_counter()
