@@ -44,14 +44,14 @@ def _scrambled_model(dtype: torch.dtype):
     return peft_model.to(dtype), tokenizer
 
 
-def _token_prompts(tokenizer) -> list[list[int]]:
+def _token_prompts(tokenizer, prompts=PROMPTS) -> list[list[int]]:
     texts = [
         tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in p],
             tokenize=False,
             add_generation_prompt=True,
         )
-        for p in PROMPTS
+        for p in prompts
     ]
     return [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
@@ -100,6 +100,27 @@ def test_decoding_equals_a_naive_loop_stops_at_end_of_turn_and_answers_every_pro
     assert stats.answers == len(prompts) and stats.tokens == sum(lengths)
     assert stats.prompt_tokens == sum(len(p) for p in prompts)
     assert stats.seconds > 0 and stats.tokens_per_second > 0
+
+
+def test_a_prefix_all_prompts_share_is_prefilled_once_with_the_same_answers():
+    model, tokenizer = _scrambled_model(torch.float64)
+    system = "Please output the reason first and then the final answer. " * 2
+    prompts = _token_prompts(tokenizer, [[Message("system", system), *p[-1:]] for p in PROMPTS])
+    calls: list[int] = []
+    hook = model.get_base_model().register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+
+    decoded = dict(
+        decode_greedy(model, prompts, max_new_tokens=6, batch_size=3, stop_ids=[], pad_id=0)
+    )
+    hook.remove()
+
+    shared = len(tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n").input_ids)
+    assert calls[0] >= shared - 1  # the shared prefix, once (its last token may merge with more)
+    assert max(calls[1:]) <= max(len(p) for p in prompts) - calls[0]  # then only what differs
+    for i, prompt in enumerate(prompts):
+        assert decoded[i] == _naive(model, prompt, 6, set()), f"prompt {i}"
 
 
 def test_rows_leave_as_they_end_and_the_next_prompts_join():

@@ -102,3 +102,14 @@ def test_an_abandoned_decoding_still_unmerges(checkpoint):
     answers.close()
     assert not states.merged
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_models_whose_cache_rows_cannot_join_fall_back_to_model_generate(checkpoint, monkeypatch):
+    settings, ckpt = checkpoint
+    expected = CheckpointGenerator(BaseModelStates(settings), ckpt, "fingerprint").generate(PROMPTS)
+    monkeypatch.setattr(
+        "swiftstudy.validate.generation.supports_continuous_batching", lambda model: False
+    )
+    generator = CheckpointGenerator(BaseModelStates(settings), ckpt, "fingerprint")
+    assert generator.generate(PROMPTS) == expected
+    assert generator.stats.answers == len(PROMPTS) and generator.tokens_per_second > 0

@@ -7,7 +7,8 @@ of the time. Here at most ``batch_size`` rows decode together; a row leaves at i
 token (or after ``max_new_tokens``) and the next prompts, in order of token length, are prefilled
 and join. All rows share one left-padded KV cache: joining rows are prefilled into a cache of
 their own, both caches are left-padded to one length and stacked, and columns that no row attends
-to any more are cut from the left.
+to any more are cut from the left. The tokens all prompts start with (the chat template's system
+turn) are prefilled once and copied into each joining row's cache.
 
 The greedy choices are ``model.generate``'s over the same prompts (:class:`HFGenerator`, kept as
 the reference) up to the rounding of other batch shapes: an argmax within rounding of a tie can
@@ -159,6 +160,11 @@ def decode_greedy(
     stats = DecodingStats() if stats is None else stats
     lm = _causal_lm(model)
     decoder = _Decoder(lm, pad_id, _cache_keyword(lm))
+    if len(prompts) > 1:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            decoder.share_prefix(prompts[0][: _shared_prefix_length(prompts)])
+        stats.seconds += time.perf_counter() - started
     pending = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
     stops = set(stop_ids)
     rows: _Rows | None = None
@@ -195,26 +201,49 @@ def decode_greedy(
 
 
 class _Decoder:
-    """Runs the model's forward for prefill and for one decoding step."""
+    """Runs the model's forward for prefill and for one decoding step.
+
+    The tokens every prompt starts with (the chat template's system turn, a shared instruction)
+    are prefilled once, by :meth:`share_prefix`, and their keys and values copied into each
+    joining row's cache: a key or value depends only on the tokens up to its own position.
+    """
 
     def __init__(self, lm: torch.nn.Module, pad_id: int, cache_keyword: str) -> None:
         self.lm = lm
         self.pad_id = pad_id
         self.cache_keyword = cache_keyword
         self.device = next(lm.parameters()).device
+        self.shared = 0
+        self._shared_states: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def share_prefix(self, prefix: Sequence[int]) -> None:
+        """Prefill ``prefix``, which every later prompt starts with (and is longer than)."""
+        if not prefix:
+            return
+        ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.device)
+        cache = _new_cache(self.lm)
+        self._choose(ids, torch.ones_like(ids), torch.arange(len(prefix))[None].to(ids), cache)
+        self.shared = len(prefix)
+        self._shared_states = [(layer.keys, layer.values) for layer in cache.layers]
 
     def prefill(self, indices: list[int], prompts: list[Sequence[int]]) -> _Rows:
         """Rows for ``prompts`` (left-padded together), each with its first token chosen."""
-        width = max(len(p) for p in prompts)
+        suffixes = [prompt[self.shared :] for prompt in prompts]
+        width = max(len(p) for p in suffixes)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt) :] = 1
+        for row, suffix in enumerate(suffixes):
+            ids[row, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+            mask[row, width - len(suffix) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        # Positions as model.generate gives left-padded prompts: pads at 0, tokens from 0 on.
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        # Each token's position counts from the prompt's start; the pads' (masked) do not matter.
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0) + self.shared
         cache = _new_cache(self.lm)
+        for layer, (keys, values) in zip(cache.layers, self._shared_states, strict=False):
+            layer.update(
+                keys.expand(len(prompts), -1, -1, -1), values.expand(len(prompts), -1, -1, -1)
+            )
+        mask = torch.cat([mask.new_ones((len(prompts), self.shared)), mask], dim=1)
         last = self._choose(ids, mask, positions, cache)
         tokens = [[token] for token in last.tolist()]
         return _Rows(indices, tokens, cache, mask, mask.sum(-1), last)
@@ -279,6 +308,16 @@ def _drop(rows: _Rows, ended: list[int]) -> _Rows | None:
         rows.positions[index],
         rows.last[index],
     )
+
+
+def _shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all prompts share, leaving each at least one of its own."""
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    length = 0
+    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length
 
 
 def _pad_columns(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
