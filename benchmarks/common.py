@@ -41,22 +41,13 @@ def setup_model(dtype: torch.dtype, n_examples: int, trainable: bool = False):
     """
     # Imported here, not at the top, so that a script can check its environment before
     # transformers is first imported (see peers.py).
-    from peft import LoraConfig, get_peft_model
     from workload import make_workload
 
     from swiftstudy.data import tokenize_examples
     from swiftstudy.model import load_base_model
 
     model, tokenizer = load_base_model("smollm2", dtype=dtype)
-    torch.manual_seed(0)
-    config = LoraConfig(
-        r=64, lora_alpha=512, target_modules=["up_proj", "down_proj"], init_lora_weights=False
-    )
-    model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(1e-3)
+    model = add_random_lora(model)
     model.eval().requires_grad_(False)
     names = ("lora_A.default", "lora_B.default")
     modules = [m for n, m in model.named_modules() if n.endswith(names)]
@@ -66,6 +57,23 @@ def setup_model(dtype: torch.dtype, n_examples: int, trainable: bool = False):
     toks = tokenize_examples(make_workload(n_examples), tokenizer)
     sequences = [(t.input_ids, t.completion_mask) for t in toks]
     return model, modules, sequences, tokenizer.pad_token_id
+
+
+def add_random_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """The benchmarks' adapter on ``model``: LoRA r=64, alpha=512 on up/down_proj, random init
+    with seed 0 and lora_B scaled by 1e-3 (so the model still answers sensibly)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=64, lora_alpha=512, target_modules=["up_proj", "down_proj"], init_lora_weights=False
+    )
+    model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(1e-3)
+    return model
 
 
 def time_run(run: Callable[[Sequences], Any], sequences: Sequences) -> tuple[Any, dict]:

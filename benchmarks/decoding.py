@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine
+from common import add_random_lora, describe_machine
 
 from swiftstudy.constants import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_EVAL_MAX_NEW_TOKENS
 from swiftstudy.data import Message
@@ -69,18 +69,8 @@ def make_prompts(n: int, seed: int = 0) -> list[Prompt]:
 
 def save_random_adapter(folder: Path) -> Checkpoint:
     """A random LoRA adapter (r=64, alpha=512, up/down_proj; B scaled 1e-3) of the bundled model."""
-    from peft import LoraConfig, get_peft_model
-
     model, _ = load_base_model("smollm2")
-    torch.manual_seed(0)
-    config = LoraConfig(
-        r=64, lora_alpha=512, target_modules=["up_proj", "down_proj"], init_lora_weights=False
-    )
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(1e-3)
+    peft_model = add_random_lora(model)
     peft_model.save_pretrained(folder)
     return Checkpoint(folder, 0, "adapter")
 
