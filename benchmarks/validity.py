@@ -53,6 +53,7 @@ from swiftstudy.constants import (
     CHECKPOINT_WEIGHTINGS,
     NORMALIZATIONS,
 )
+from swiftstudy.model import discover_checkpoints, load_learning_rate_log
 from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.scores.variants import (
     compute_checkpoint_weights,
@@ -154,9 +155,8 @@ def reanalyze_setup(root: Path) -> None:
     """Recompute a finished set-up's measured changes, scores and agreement from its files."""
     path = root / "result.json"
     result = json.loads(path.read_text())
-    last = max((root / "base").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     result["changes"] = _measured_changes(root / "validate", result["size"]["seeds"])
-    result["scores"] = compute_variant_scores(root / "study", _learning_rates(last))
+    result["scores"] = compute_variant_scores(root / "study", _learning_rates(root / "base"))
     result["agreement"] = compute_variant_agreement(result["scores"], result["changes"])
     path.write_text(json.dumps(result, indent=1) + "\n")
 
@@ -245,7 +245,7 @@ def _run_setup(root: Path, data: ValidityData, size: Size, setup: Setup, progres
     )
     t3 = time.monotonic()
     outcome = _measured_changes(root / "validate", size.seeds)
-    scores = compute_variant_scores(root / "study", _learning_rates(last))
+    scores = compute_variant_scores(root / "study", _learning_rates(root / "base"))
     return {
         "setup": asdict(setup),
         "base_s": round(t1 - t0, 1),
@@ -311,13 +311,11 @@ def _lenient_accuracy(predictions: Path) -> dict[str, float]:
 # -- what the study predicted -----------------------------------------------------------------
 
 
-def _learning_rates(checkpoint: Path) -> dict[int, float]:
-    """Each checkpoint's interval learning rate, from the last checkpoint's trainer_state.json."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    logged = [(e["step"], e["learning_rate"]) for e in state["log_history"] if "learning_rate" in e]
-    steps = sorted(
-        int(p.name.split("-")[1]) for p in checkpoint.parent.glob("checkpoint-*") if p.is_dir()
-    )
+def _learning_rates(run_dir: Path) -> dict[int, float]:
+    """Each checkpoint's interval learning rate, from the base run's last trainer_state.json."""
+    checkpoints = discover_checkpoints(run_dir)
+    logged = load_learning_rate_log(checkpoints[-1])
+    steps = [c.step for c in checkpoints]
     rates = compute_interval_learning_rates(steps, *zip(*logged, strict=True))
     return dict(zip(steps, rates.tolist(), strict=True))
 
