@@ -47,7 +47,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe_machine
-from validity_data import CONTROL, STRATEGIES, DataSize, ValidityData, write_validity_data
+from validity_data import CONTROLS, STRATEGIES, DataSize, ValidityData, write_validity_data
 
 from swiftstudy.constants import (
     CHECKPOINT_WEIGHTINGS,
@@ -362,6 +362,10 @@ CONTEXTS = {
     "in-task": lambda same: same,
     "cross-task": lambda same: ~same,
 }
+#: A context scored as the in-task mean minus the cross-task mean at each checkpoint: the part of
+#: a probe's effect that is specific to its task, with the direction every short answer shares
+#: (which unrelated tasks score as well) taken out.
+IN_MINUS_CROSS = "in-minus-cross"
 
 
 def compute_variant_scores(
@@ -374,10 +378,10 @@ def compute_variant_scores(
     steps = [t["step"] for t in tables[STRATEGIES[0]]]
     rates = [learning_rates[s] for s in steps]
     scores: dict[str, dict[str, Any]] = {}
-    for context, select in CONTEXTS.items():
+    for context in [*CONTEXTS, IN_MINUS_CROSS]:
         for normalization in NORMALIZATIONS:
             per_step = {
-                strategy: _per_step(tables[strategy], select, normalization)
+                strategy: _per_step(tables[strategy], context, normalization)
                 for strategy in STRATEGIES
             }
             for weighting in CHECKPOINT_WEIGHTINGS:
@@ -396,7 +400,7 @@ def compute_variant_scores(
     return scores
 
 
-def _per_step(tables: list[dict[str, Any]], select, normalization: str) -> np.ndarray:
+def _per_step(tables: list[dict[str, Any]], context: str, normalization: str) -> np.ndarray:
     """The mean normalised pair score at each checkpoint (NaN where the context has no pair)."""
     values = []
     for t in tables:
@@ -408,8 +412,15 @@ def _per_step(tables: list[dict[str, Any]], select, normalization: str) -> np.nd
             t["eval_tokens"],
             normalization,
         )
-        used = select(t["same_task"]) & valid[None, :]
-        values.append(float(pair_scores[used].mean()) if used.any() else float("nan"))
+
+        def mean_over(select, t=t, pair_scores=pair_scores, valid=valid) -> float:
+            used = select(t["same_task"]) & valid[None, :]
+            return float(pair_scores[used].mean()) if used.any() else float("nan")
+
+        if context == IN_MINUS_CROSS:
+            values.append(mean_over(CONTEXTS["in-task"]) - mean_over(CONTEXTS["cross-task"]))
+        else:
+            values.append(mean_over(CONTEXTS[context]))
     return np.array(values)
 
 
@@ -423,9 +434,10 @@ def compute_variant_agreement(
 
     Over the strategies the variant scores (in-task has no pair of the unrelated strategy).
     Sign agreement with Δaccuracy: score > 0 and a gain, or score < 0 and a loss (a change of 0
-    agrees with neither). Against the control: the margin score − score(control) and the gain
-    over the control's run, over the strategies other than the control (none without a control
-    score).
+    agrees with neither). Against each control in ``CONTROLS`` (what a study's verdict "helps
+    more than / worse than <control>" claims): the margin score − score(control) against the
+    gain over the control's run, in strict accuracy and in −Δnll, over the strategies other than
+    the control (none where the variant does not score the control).
     """
     result = {}
     for name, by_strategy in scores.items():
@@ -438,18 +450,32 @@ def compute_variant_agreement(
             "delta_accuracy": [changes[s]["delta_accuracy"] for s in scored],
             "delta_lenient": [changes[s]["delta_lenient"] for s in scored],
         }
-        others = [s for s in scored if s != CONTROL] if CONTROL in scored else []
-        margins = [by_strategy[s] - by_strategy[CONTROL] for s in others]
-        gains = [changes[s]["delta_accuracy"] - changes[CONTROL]["delta_accuracy"] for s in others]
         result[name] = {
             **{f"spearman_{k}": compute_rank_correlation(values, v) for k, v in targets.items()},
             "sign_accuracy": _agreements(values, targets["delta_accuracy"]),
             "sign_nll": _agreements(values, targets["neg_delta_nll"]),
-            "sign_control_accuracy": _agreements(margins, gains),
             "n": len(values),
-            "n_control": len(margins),
+            "controls": {c: _control_agreement(by_strategy, changes, c) for c in CONTROLS},
         }
     return result
+
+
+def _control_agreement(
+    by_strategy: dict[str, float | None], changes: dict[str, dict[str, Any]], control: str
+) -> dict[str, int]:
+    """How often the sign of the margin over ``control`` is the sign of the gain over its run."""
+    if by_strategy[control] is None:
+        return {"accuracy": 0, "nll": 0, "n": 0}
+    others = [s for s in STRATEGIES if s != control and by_strategy[s] is not None]
+    margins = [by_strategy[s] - by_strategy[control] for s in others]
+    base = changes[control]
+    return {
+        "accuracy": _agreements(
+            margins, [changes[s]["delta_accuracy"] - base["delta_accuracy"] for s in others]
+        ),
+        "nll": _agreements(margins, [base["delta_nll"] - changes[s]["delta_nll"] for s in others]),
+        "n": len(others),
+    }
 
 
 def _agreements(scores: Sequence[float], changes: Sequence[float]) -> int:
@@ -492,23 +518,76 @@ def render_table(results: dict[str, Any]) -> str:
             f"Base: strict accuracy {base['accuracy']:.1f}%, lenient {base['lenient']:.1f}%, "
             f"NLL {base['nll']:.2f}.",
             "",
+            "Verdict columns: how often the sign of the margin over the control (what the study's "
+            '"helps more than / worse than <control>" says) is the sign of the retrained gain '
+            "over the control's run, in −Δnll and in strict accuracy.",
+            "",
             "| variant | ρ vs −Δnll | ρ vs Δacc strict | ρ vs Δacc lenient | sign vs Δacc | "
-            f"margin over {CONTROL}: sign vs gain over its run |",
-            "|---|---|---|---|---|---|",
+            + " | ".join(f"verdict vs {c}: nll, acc" for c in CONTROLS)
+            + " |",
+            "|---|---|---|---|---|" + "---|" * len(CONTROLS),
         ]
         for variant, a in setup["agreement"].items():
+            verdicts = " | ".join(_verdicts(a["controls"][c]) for c in CONTROLS)
             lines.append(
                 f"| {variant} | {_rho(a['spearman_neg_delta_nll'])} | "
                 f"{_rho(a['spearman_delta_accuracy'])} | {_rho(a['spearman_delta_lenient'])} | "
-                f"{a['sign_accuracy']}/{a['n']} | "
-                f"{_count(a['sign_control_accuracy'], a['n_control'])} |"
+                f"{a['sign_accuracy']}/{a['n']} | {verdicts} |"
             )
         lines.append("")
+    if len(results["setups"]) > 1:
+        lines += render_summary(results)
     return "\n".join(lines)
 
 
-def _count(k: int, n: int) -> str:
-    return f"{k}/{n}" if n else "–"
+def rank_variants(results: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """Variants by their worst Spearman against −Δnll over the set-ups, then against strict
+    Δaccuracy: ``(variant, worst ρ −Δnll, worst ρ Δacc)``, best first (variants without a ρ in
+    some set-up last)."""
+    setups = list(results["setups"].values())
+    ranked = []
+    for variant in setups[0]["agreement"]:
+        nll = [s["agreement"][variant]["spearman_neg_delta_nll"] for s in setups]
+        acc = [s["agreement"][variant]["spearman_delta_accuracy"] for s in setups]
+        ranked.append((variant, _worst(nll), _worst(acc)))
+    return sorted(ranked, key=lambda v: (-v[1], -v[2], v[0]))
+
+
+def _worst(rhos: list[float | None]) -> float:
+    """The smallest ρ, or −2 (below any ρ) where a set-up has none."""
+    return -2.0 if None in rhos else min(rhos)
+
+
+def render_summary(results: dict[str, Any]) -> list[str]:
+    """Every variant across the set-ups, ranked by its worst Spearman against −Δnll."""
+    names = list(results["setups"])
+    lines = [
+        "## Across set-ups",
+        "",
+        "Ranked by the worst Spearman against −Δnll over the set-ups (then against strict Δacc).",
+        "",
+        "| variant | "
+        + " | ".join(f"ρ −Δnll {n} | ρ Δacc {n} | verdict vs similar {n}" for n in names)
+        + " |",
+        "|---|" + "---|---|---|" * len(names),
+    ]
+    for variant, _, _ in rank_variants(results):
+        cells = []
+        for n in names:
+            a = results["setups"][n]["agreement"][variant]
+            cells += [
+                _rho(a["spearman_neg_delta_nll"]),
+                _rho(a["spearman_delta_accuracy"]),
+                _verdicts(a["controls"]["similar"]),
+            ]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _verdicts(agreement: dict[str, int]) -> str:
+    n = agreement["n"]
+    return f"{agreement['nll']}/{n}, {agreement['accuracy']}/{n}" if n else "–"
 
 
 def _rho(value: float | None) -> str:

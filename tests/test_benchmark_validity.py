@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -52,11 +53,57 @@ def test_agreement_counts_ranks_and_signs_by_hand():
     assert agreement["sign_accuracy"] == 6
     # Margins over unrelated (0.05) against gains over its run (1.0): eval +0.05 vs +3 agrees,
     # random +0.15 vs −9 does not, clarify −0.15 vs −3 agrees: 5 of 6.
-    assert agreement["sign_control_accuracy"] == 5 and agreement["n_control"] == 6
+    assert agreement["controls"]["unrelated"] == {"accuracy": 5, "nll": 5, "n": 6}
+    # Margins over similar (0.5, the best score and the best gain, +30) are all negative, and so
+    # is every gain over its run: 6 of 6; a variant that scores similar lowest gets none right.
+    assert agreement["controls"]["similar"] == {"accuracy": 6, "nll": 6, "n": 6}
+    flipped = {s: -v for s, v in score.items()}
+    reversed_ = validity.compute_variant_agreement({"v": flipped}, changes)["v"]
+    assert reversed_["controls"]["similar"] == {"accuracy": 0, "nll": 0, "n": 6}
     # Ranks: scores 7,1,4,2,6,5,3 against gains 7,2,5,3,6,1,4: Σd² = 0+1+1+1+0+16+1 = 20,
     # ρ = 1 − 6·20 / (7·48) = 0.642857...
     assert agreement["spearman_delta_accuracy"] == pytest.approx(1 - 120 / 336)
     assert agreement["spearman_neg_delta_nll"] == pytest.approx(1 - 120 / 336)
+
+
+def test_in_minus_cross_is_the_in_task_mean_minus_the_cross_task_mean():
+    # Two probes (tasks a, b) × three evals (a, a, b); unit norms, so relinf = cosine = dot.
+    table = {
+        "step": 10,
+        "dots": np.array([[0.6, 0.2, -0.3], [0.1, 0.5, 0.9]]),
+        "probe_sqnorms": np.ones(2),
+        "probe_tokens": np.array([3, 3]),
+        "eval_sqnorms": np.ones(3),
+        "eval_tokens": np.array([3, 3, 3]),
+        "same_task": np.array([[True, True, False], [False, False, True]]),
+    }
+    # In-task pairs 0.6, 0.2, 0.9: mean 17/30; cross-task −0.3, 0.1, 0.5: mean 0.1.
+    for normalization in ("relinf", "cosine"):
+        (value,) = validity._per_step([table], validity.IN_MINUS_CROSS, normalization)
+        assert value == pytest.approx(17 / 30 - 0.1, rel=1e-12)
+    (in_task,) = validity._per_step([table], "in-task", "relinf")
+    assert in_task == pytest.approx(17 / 30, rel=1e-12)
+
+
+def test_variants_rank_by_their_worst_set_up():
+    def setup(rhos: dict[str, tuple[float | None, float]]) -> dict:
+        return {
+            "agreement": {
+                v: {"spearman_neg_delta_nll": n, "spearman_delta_accuracy": a}
+                for v, (n, a) in rhos.items()
+            }
+        }
+
+    results = {
+        "setups": {
+            "r64": setup({"a": (0.9, 0.1), "b": (0.5, 0.9), "c": (None, 1.0), "d": (0.6, 0.2)}),
+            "r16": setup({"a": (0.3, 0.8), "b": (0.6, 0.7), "c": (1.0, 1.0), "d": (0.5, 0.3)}),
+        }
+    }
+    # Worst over set-ups: a 0.3, b 0.5, c none, d 0.5 (then by accuracy: d 0.2 < b 0.7).
+    ranked = validity.rank_variants(results)
+    assert [v for v, _, _ in ranked] == ["b", "d", "a", "c"]
+    assert ranked[0] == ("b", 0.5, 0.7)
 
 
 @pytest.mark.slow
@@ -70,7 +117,8 @@ def test_quick_run_fills_every_table(tmp_path: Path, monkeypatch, capsys):
         result = json.loads((tmp_path / "out" / setup.name / "result.json").read_text())
         assert set(result["changes"]) == {*validity_data.STRATEGIES, "base"}
         assert result["retrain_runs"] == len(validity_data.STRATEGIES)
-        assert len(result["agreement"]) == 27  # 3 contexts × 3 normalisations × 3 weightings
+        # 4 contexts (all, in-task, cross-task, in-minus-cross) × 3 normalisations × 3 weightings
+        assert len(result["agreement"]) == 36
         # A two-step retraining moves every strategy's reference NLL.
         assert all(result["changes"][s]["delta_nll"] != 0 for s in validity_data.STRATEGIES)
     assert (tmp_path / "out" / "validity.md").read_text() + "\n" == table
