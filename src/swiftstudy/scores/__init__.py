@@ -1,6 +1,7 @@
 """The math of scores: dot products, RelInf, in-task / cross-task means and their statistics."""
 
 from swiftstudy.scores.aggregate import MetricValue, aggregate_metric, compute_pair_mask
+from swiftstudy.scores.drivers import ProbeInfluence, compute_probe_influence
 from swiftstudy.scores.relinf import compute_dot_products, compute_relinf
 from swiftstudy.scores.statistics import (
     BootstrapSettings,
@@ -53,6 +54,7 @@ __all__ = [
     "MetricStatistics",
     "MetricValue",
     "PairMatrix",
+    "ProbeInfluence",
     "SeriesSummary",
     "StepStatistics",
     "StudyStatistics",
@@ -71,6 +73,7 @@ __all__ = [
     "compute_metric_series",
     "compute_pair_mask",
     "compute_percentile_interval",
+    "compute_probe_influence",
     "compute_rank_correlation",
     "compute_relinf",
     "compute_resampled_means",
