@@ -1,7 +1,8 @@
 """What the report says, section by section, built from an analysis and its saved figures.
 
 Sections: the verdicts against controls (``headline``), the question and key findings, the verdict
-table and comparisons, the figures, the pairs, the diagnostics; then the reference sections from
+table and comparisons, the probes that drive each metric (``drivers``), the figures, the pairs,
+the diagnostics; then the reference sections from
 ``reference``: the set-up (model, gradients, checkpoints, sets), the method and rules, and how to
 reproduce.
 """
@@ -38,6 +39,7 @@ from swiftstudy.report.document import (
     Section,
     Table,
 )
+from swiftstudy.report.drivers import HELPS, REPORT_TOP_PROBES, describe_drivers, format_moved
 from swiftstudy.report.headline import build_headline
 from swiftstudy.report.reference import build_method, build_reproduce, build_setup
 from swiftstudy.scores import Comparison, Estimate, MetricStatistics, Trend
@@ -77,6 +79,7 @@ def build_document(analysis: ReportAnalysis, figures: ReportFigures) -> Document
         build_headline(analysis),
         _summary(analysis),
         *_comparisons(analysis),
+        _drivers(analysis),
         Section("figures", "Metrics by step", (*figures.metrics_by_step, _step_table(analysis))),
         Section("pairs", "Pairs", _pairs_intro() + figures.heatmaps + figures.distributions),
         _diagnostics(analysis, figures.gradient_norms),
@@ -242,7 +245,7 @@ def _summary(analysis: ReportAnalysis) -> Section:
             f"over the metric's (probe, eval) pairs. Intervals ({ci}) are two-way bootstrap "
             "intervals over the probe and evaluation examples (see *Method and rules*)."
         ),
-        _verdict_table(analysis),
+        build_verdict_table(analysis),
         Paragraph(f"**Verdict rule:** {RULES['verdict']}. {_sentence(RULES['overall'])}."),
         Paragraph("**Findings.**"),
         Bullets(tuple(findings)),
@@ -340,7 +343,8 @@ def _top_pairs(
     return [(probes[rows[k]].id, evals[cols[k]].id, float(values[k])) for k in order]
 
 
-def _verdict_table(analysis: ReportAnalysis) -> Table:
+def build_verdict_table(analysis: ReportAnalysis) -> Table:
+    """The summary's table: each metric's verdict, mean over checkpoints, trend, last step."""
     stats = analysis.statistics
     ci = _ci(analysis)
     last = analysis.tables.steps[-1]
@@ -411,6 +415,47 @@ def _comparisons(analysis: ReportAnalysis) -> tuple[Section, ...]:
         ),
     )
     return (Section("comparisons", "Comparisons", blocks),)
+
+
+def _drivers(analysis: ReportAnalysis) -> Section:
+    """Per metric, the probes that help and hurt it most, and the evals each moves most."""
+    blocks: list[Block] = [
+        Paragraph(
+            "Each probe's mean RelInf over the checkpoints and its eval examples: the metric is "
+            "the mean of these when every probe has as many pairs. A verdict that a few probes "
+            "carry shows a few large values here; one that all of them carry shows most probes "
+            "on one side. *Moves most*: the eval examples with the largest |mean RelInf| for "
+            "that probe."
+        )
+    ]
+    for pairs in analysis.pairs:
+        drivers = describe_drivers(pairs, analysis.tables, REPORT_TOP_PROBES)
+        blocks.append(
+            Paragraph(
+                f"**{drivers.metric}**: {drivers.n_helping} of {drivers.n_probes} probes help "
+                f"on average, {drivers.n_hurting} hurt."
+            )
+        )
+        blocks.append(
+            Table(
+                ("Effect", "Probe", "Task", "Mean RelInf", "Prompt", "Response", "Moves most"),
+                tuple(
+                    (
+                        Cell(d.effect, TONE_POSITIVE if d.effect == HELPS else TONE_NEGATIVE),
+                        Cell(f"`{d.probe_id}`"),
+                        Cell(d.task),
+                        Cell(format_number(d.mean_relinf)),
+                        Cell(d.prompt),
+                        Cell(d.response),
+                        Cell(format_moved(d)),
+                    )
+                    for d in drivers.drivers
+                ),
+                id=None,
+                numeric=frozenset({3}),
+            )
+        )
+    return Section("drivers", "Which probes drive each metric", tuple(blocks))
 
 
 def _step_table(analysis: ReportAnalysis) -> Table:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
 from swiftstudy.report.document import (
+    Block,
     Bullets,
     Cell,
     CodeBlock,
@@ -132,6 +134,11 @@ def render_html(document: Document, base_dir: Path) -> str:
         nav=nav,
         body=body,
     )
+
+
+def render_fragment(blocks: Sequence[Block]) -> str:
+    """The HTML of blocks without a page around them (figures need a folder: not here)."""
+    return "\n".join(_block(b, Path()) for b in blocks)
 
 
 def inline(text: str) -> str:

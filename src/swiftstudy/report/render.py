@@ -102,7 +102,7 @@ def _save_figures(analysis: ReportAnalysis, out_dir: Path) -> tuple[ReportFigure
         png, *others = (p.relative_to(out_dir) for p in paths)
         return FigureBlock(png, caption, alt, tuple(others))
 
-    points = _score_points(analysis)
+    points = score_points(analysis)
     paths = save_figures(points, figures_dir, formats=FIGURE_FORMATS)
     # save_figures writes each eval set's figure in every format, sets in order of appearance.
     n = len(FIGURE_FORMATS)
@@ -132,7 +132,8 @@ def _save_figures(analysis: ReportAnalysis, out_dir: Path) -> tuple[ReportFigure
     return figures, written
 
 
-def _score_points(analysis: ReportAnalysis) -> list[ScorePoint]:
+def score_points(analysis: ReportAnalysis) -> list[ScorePoint]:
+    """Each metric's mean at each checkpoint with its interval, as the figures plot them."""
     return [
         ScorePoint(
             metric.name,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,15 @@ class MetricDefinition:
 
 @dataclass(frozen=True)
 class ExampleInfo:
-    """A scored example: its set, id, task and completion length."""
+    """A scored example: its set, id, task, completion length, and its last prompt turn's text
+    and response (empty in result folders from before ``tokens.jsonl`` kept them)."""
 
     set: str
     id: str
     task: str
     n_completion_tokens: int
+    prompt: str = ""
+    response: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,58 @@ def load_study_tables(out_dir: str | Path) -> StudyTables:
         relinf=relinf,
         n_pairs=n_pairs,
         norms=_norms(norms_path) if norms_path.is_file() else None,
+        dots=dots,
+        learning_rates=_learning_rates(config),
+        verdict=_verdict(config),
+    )
+
+
+def build_study_tables(
+    config: dict[str, Any],
+    scores: Iterable[Any],
+    relinf: Iterable[Any],
+    norms: Iterable[Any],
+    tokens: Iterable[dict[str, Any]],
+    out_dir: Path | None = None,
+) -> StudyTables:
+    """The tables a study's rows make, as ``load_study_tables`` reads them once saved.
+
+    Args:
+        config: The resolved config (``config.yaml``).
+        scores, relinf, norms: Rows with the attributes of the CSV files' columns.
+        tokens: The records of ``tokens.jsonl``.
+        out_dir: The result folder, if the rows are saved in one.
+    """
+    n_pairs = {(r.metric, r.step): r.n_pairs for r in scores}
+    pairs: dict[tuple[int, str, str], dict[tuple[str, str], float]] = {}
+    dots: dict[tuple[int, str, str], dict[tuple[str, str], tuple[float, float]]] = {}
+    for r in relinf:
+        key, ids = (r.step, r.probe_set, r.eval_set), (r.probe_id, r.eval_id)
+        pairs.setdefault(key, {})[ids] = r.relinf
+        dots.setdefault(key, {})[ids] = (r.dot, r.eval_sqnorm)
+    examples: dict[str, list[ExampleInfo]] = {}
+    for record in tokens:
+        examples.setdefault(record["set"], []).append(
+            ExampleInfo(
+                record["set"],
+                record["id"],
+                record["task"],
+                int(sum(record["completion_mask"])),
+                record.get("prompt", ""),
+                record.get("response", ""),
+            )
+        )
+    return StudyTables(
+        out_dir=Path("session") if out_dir is None else out_dir,
+        config=config,
+        metrics=_metrics(config, Path(CONFIG_YAML)),
+        steps=tuple(sorted({step for _, step in n_pairs})),
+        examples={name: tuple(infos) for name, infos in examples.items()},
+        relinf=pairs,
+        n_pairs=n_pairs,
+        norms=tuple(
+            NormRecord(r.step, r.set, r.id, r.task, r.n_completion_tokens, r.sqnorm) for r in norms
+        ),
         dots=dots,
         learning_rates=_learning_rates(config),
         verdict=_verdict(config),
@@ -322,6 +377,8 @@ def _examples(path: Path) -> dict[str, tuple[ExampleInfo, ...]]:
                     id=str(record["id"]),
                     task=str(record["task"]),
                     n_completion_tokens=int(sum(record["completion_mask"])),
+                    prompt=str(record.get("prompt", "")),
+                    response=str(record.get("response", "")),
                 )
             except (ValueError, KeyError, TypeError) as err:
                 raise InputError(f"malformed record ({err})", path=path, line=line) from err
