@@ -119,7 +119,7 @@ class Session:
         sets: Mapping[str, Any],
         metrics: Sequence[Mapping[str, Any]],
         *,
-        progress: bool = False,
+        progress: bool = True,
         **options: Any,
     ) -> StudyResult:
         """Compute RelInf for every (probe, eval) pair the metrics use, at every checkpoint.
