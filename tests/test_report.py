@@ -9,12 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from swiftstudy import ReportFiles, render_report
-from swiftstudy.cli.main import main
-from swiftstudy.constants import VALIDITY_NOTE, VERDICT_POSITIVE
-from swiftstudy.report.results import build_metric_pairs, load_study_tables
-from swiftstudy.scores import BootstrapSettings, compute_study_statistics
 from swiftstudy.study.outputs import (
     NormRow,
     RelInfRow,
@@ -24,7 +18,13 @@ from swiftstudy.study.outputs import (
     render_scores_csv,
     render_tokens_jsonl,
 )
-from swiftstudy.yamlio import dump_yaml
+
+from swiftstudy import ReportFiles, render_report
+from swiftstudy.cli.main import main
+from swiftstudy.config.yamlio import dump_yaml
+from swiftstudy.constants import VALIDITY_NOTE, VERDICT_POSITIVE
+from swiftstudy.report.results import build_metric_pairs, load_study_tables
+from swiftstudy.scores import BootstrapSettings, compute_study_statistics
 
 STEPS = (0, 50, 100)
 TASKS = ("add", "cls", "fix", "sort", "count", "spell")

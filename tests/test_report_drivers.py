@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from swiftstudy import render_report
-from swiftstudy.report.drivers import find_metric_drivers, first_words
-from swiftstudy.report.results import load_study_tables
-from swiftstudy.scores import BootstrapSettings
 from swiftstudy.study.outputs import (
     RelInfRow,
     ScoreRow,
@@ -15,7 +11,12 @@ from swiftstudy.study.outputs import (
     render_scores_csv,
     render_tokens_jsonl,
 )
-from swiftstudy.yamlio import dump_yaml
+
+from swiftstudy import render_report
+from swiftstudy.config.yamlio import dump_yaml
+from swiftstudy.report.drivers import find_metric_drivers, first_words
+from swiftstudy.report.results import load_study_tables
+from swiftstudy.scores import BootstrapSettings
 
 METRIC = "Plain → Cross-task"
 PROBES = {"p0": "a", "p1": "b", "p2": "c"}  # id: task

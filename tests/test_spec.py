@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import DEFAULT_FULL_PARAMS, DEFAULT_VERDICT_VARIANT
 from swiftstudy.errors import InputError
 from swiftstudy.study.spec import (
@@ -17,7 +18,6 @@ from swiftstudy.study.spec import (
     load_study_spec,
     spec_from_dict,
 )
-from swiftstudy.yamlio import dump_yaml
 
 BASE = """\
 model: smollm2

@@ -1,4 +1,4 @@
-"""Tests for swiftstudy.yamlio: line numbers, YAML errors, overrides and dumping."""
+"""Tests for swiftstudy.config.yamlio: line numbers, YAML errors, overrides and dumping."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from swiftstudy.config.yamlio import apply_overrides, dump_yaml, load_yaml, override_key_path
 from swiftstudy.errors import InputError
-from swiftstudy.yamlio import apply_overrides, dump_yaml, load_yaml, override_key_path
 
 DOC = """\
 # a comment

@@ -20,6 +20,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from swiftstudy.config.reader import absolute_path
+from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import DEFAULT_GENERATION_FIELD, PROBES_CONFIG_SUFFIX
 from swiftstudy.data.examples import Message
 from swiftstudy.data.strategies import (
@@ -37,8 +39,6 @@ from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
 from swiftstudy.generate import CachedGenerator, GenerationCache, Generator
 from swiftstudy.provenance import describe_provenance
-from swiftstudy.validation import absolute_path
-from swiftstudy.yamlio import dump_yaml
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from swiftstudy.cli.config import add_print_config
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Register the ``study`` subcommand."""
@@ -28,6 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "user cache folder)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_print_config(parser, "swiftstudy.study.spec:StudySpec")
     parser.set_defaults(run=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from swiftstudy.cli.config import add_print_config
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Register the ``train`` subcommand."""
@@ -25,6 +27,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace a run of a different config in --out"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_print_config(parser, "swiftstudy.train.spec:TrainSpec")
     parser.set_defaults(run=run)
 
 

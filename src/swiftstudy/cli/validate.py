@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from swiftstudy.cli.config import add_print_config
+
 if TYPE_CHECKING:
     from swiftstudy.validate import AccuracyRow
 
@@ -35,6 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="only the reference NLL: no decoding, no grading (accuracy columns left empty)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_print_config(parser, "swiftstudy.validate.spec:ValidateSpec")
     parser.set_defaults(run=run)
 
 

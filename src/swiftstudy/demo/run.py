@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from swiftstudy.config.yamlio import dump_yaml, load_yaml
 from swiftstudy.constants import VERDICTS_JSON
 from swiftstudy.demo.recipes import (
     BASE_RUN_DIR,
@@ -33,7 +34,6 @@ from swiftstudy.fileio import write_text_atomic
 from swiftstudy.provenance import describe_machine
 from swiftstudy.study import StudyResult, run_study
 from swiftstudy.train import TrainResult, run_training
-from swiftstudy.yamlio import dump_yaml, load_yaml
 
 logger = logging.getLogger(__name__)
 

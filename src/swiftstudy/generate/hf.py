@@ -10,44 +10,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from swiftstudy.constants import (
-    DEFAULT_GENERATOR_BATCH_SIZE,
-    DEFAULT_GENERATOR_MODEL,
-    DEFAULT_MAX_NEW_TOKENS,
-    DTYPES,
-)
+from swiftstudy.config.fields import torch_dtype
+from swiftstudy.config.generators import HFSettings
 from swiftstudy.generate.base import Generator, Prompt, messages_to_json
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HFSettings:
-    """Which model and how to decode.
-
-    Attributes:
-        model: ``smollm2`` (the bundled model), a ``.gguf`` file, a local folder or a hub id, as
-            :func:`swiftstudy.model.load_base_model` reads it.
-        max_new_tokens: The most tokens per answer.
-        batch_size: Prompts decoded together.
-        dtype: ``float32`` | ``float64`` | ``bfloat16`` | ``float16``.
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        threads: CPU threads torch uses while decoding (``None``: leave torch's setting). On a
-            busy machine one thread can be several times faster than two that wait on each other.
-    """
-
-    model: str = DEFAULT_GENERATOR_MODEL
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    batch_size: int = DEFAULT_GENERATOR_BATCH_SIZE
-    dtype: str = "float32"
-    device: str = "cpu"
-    threads: int | None = None
 
 
 class HFGenerator(Generator):
@@ -63,8 +35,7 @@ class HFGenerator(Generator):
     def __init__(self, settings: HFSettings, *, model: Any = None, tokenizer: Any = None) -> None:
         if (model is None) != (tokenizer is None):
             raise ValueError("pass both model and tokenizer, or neither")
-        if settings.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {settings.dtype!r}")
+        torch_dtype(settings.dtype)  # a ValueError for an unknown name, before any loading
         if settings.max_new_tokens < 1 or settings.batch_size < 1 or (settings.threads or 1) < 1:
             raise ValueError("max_new_tokens, batch_size and threads must be at least 1")
         self.config = settings
@@ -104,7 +75,7 @@ class HFGenerator(Generator):
 
             self._model, self._tokenizer = load_base_model(
                 self.config.model,
-                dtype=getattr(torch, self.config.dtype),
+                dtype=torch_dtype(self.config.dtype),
                 device=self.config.device,
             )
         return self._model, self._tokenizer

@@ -16,18 +16,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
-from swiftstudy.constants import (
-    DEFAULT_API_KEY_ENV,
-    DEFAULT_BACKOFF_S,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    MAX_BACKOFF_S,
-)
+from swiftstudy.config.generators import OpenAISettings
 from swiftstudy.errors import InputError
 from swiftstudy.generate.base import GenerationError, Generator, Prompt, messages_to_json
 
@@ -35,38 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: Sent when the key variable is unset: local servers ignore the key, hosted ones answer 401.
 _NO_KEY = "no-key"
-
-
-@dataclass(frozen=True)
-class OpenAISettings:
-    """How to reach the endpoint and decode.
-
-    Attributes:
-        model: The model name; ``None`` asks the server and uses its only model.
-        base_url: The API root, e.g. ``http://127.0.0.1:8000/v1``; ``None`` uses
-            ``$OPENAI_BASE_URL`` or the OpenAI API.
-        api_key_env: The environment variable that holds the API key (never the key itself).
-        temperature: Sampling temperature; 0 (the default) is greedy.
-        max_new_tokens: The most tokens per answer (``max_tokens`` in the request).
-        seed: Sent as ``seed`` when set, for servers that sample reproducibly.
-        concurrency: Requests in flight at once.
-        max_retries: Retries of one request after a 429, 5xx, timeout or connection error.
-        timeout_s: Seconds before one request times out (and is retried).
-        backoff_s: The first retry's wait; it doubles each retry, up to ``max_backoff_s``.
-        max_backoff_s: The longest wait between retries.
-    """
-
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str = DEFAULT_API_KEY_ENV
-    temperature: float = 0.0
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    seed: int | None = None
-    concurrency: int = DEFAULT_CONCURRENCY
-    max_retries: int = DEFAULT_MAX_RETRIES
-    timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
-    backoff_s: float = DEFAULT_BACKOFF_S
-    max_backoff_s: float = MAX_BACKOFF_S
 
 
 class OpenAIChatGenerator(Generator):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from swiftstudy.config.yamlio import load_yaml
 from swiftstudy.constants import (
     CONFIG_YAML,
     DEFAULT_VERDICT_VARIANT,
@@ -35,7 +36,6 @@ from swiftstudy.constants import (
 )
 from swiftstudy.errors import InputError
 from swiftstudy.scores import MetricPairs, PairMatrix, compute_pair_mask, normalize_pair_scores
-from swiftstudy.yamlio import load_yaml
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import (
     CHECKPOINT_KIND_FULL,
     PRECONDITIONER_ADAM,
@@ -60,7 +61,6 @@ from swiftstudy.study.rows import (
 )
 from swiftstudy.study.spec import StudySpec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
-from swiftstudy.validation import spec_key_error
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER
 from swiftstudy.errors import InputError
 from swiftstudy.gradients import default_batch_tokens
@@ -25,7 +26,6 @@ from swiftstudy.model import (
     render_memory_plan,
 )
 from swiftstudy.study.spec import StudySpec
-from swiftstudy.validation import spec_key_error
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import CONFIG_YAML, NORMS_CSV, RELINF_CSV, SCORES_CSV, TOKENS_JSONL
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
@@ -29,7 +30,6 @@ from swiftstudy.study.outputs import (
     render_scores_csv,
     render_tokens_jsonl,
 )
-from swiftstudy.yamlio import dump_yaml
 
 if TYPE_CHECKING:
     import pandas

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from swiftstudy.config.reader import spec_key_error
+from swiftstudy.config.yamlio import dump_yaml, load_yaml
 from swiftstudy.constants import (
     CACHE_ENV_VAR,
     CHECKPOINT_KIND_FULL,
@@ -81,8 +83,6 @@ from swiftstudy.study.rows import (
 )
 from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study_spec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
-from swiftstudy.validation import spec_key_error
-from swiftstudy.yamlio import dump_yaml, load_yaml
 
 logger = logging.getLogger(__name__)
 

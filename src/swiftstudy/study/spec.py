@@ -26,13 +26,28 @@ the scoring variant of that headline; every variant is computed and saved in ``v
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swiftstudy.config import (
+    Check,
+    KeyPath,
+    Lines,
+    Spec,
+    SpecValidator,
+    describe_value,
+    device,
+    dtype,
+    from_dict,
+    load_spec,
+    model,
+    nested,
+    option,
+    read_spec,
+    regexes,
+)
 from swiftstudy.constants import (
     CHECKPOINT_WEIGHTINGS,
     CONTEXTS,
@@ -45,8 +60,6 @@ from swiftstudy.constants import (
     DEFAULT_MAX_LENGTH,
     DEFAULT_PROJECTION_SEED,
     DEFAULT_VERDICT_VARIANT,
-    DEVICES,
-    DTYPES,
     NORMALIZATIONS,
     ON_OVERFLOW_ERROR,
     ON_OVERFLOW_MODES,
@@ -54,61 +67,57 @@ from swiftstudy.constants import (
     PRECONDITIONERS,
 )
 from swiftstudy.data.examples import FIELDS, READ_AUTO, READ_FORMATS, is_hub_dataset_id
-from swiftstudy.validation import SpecValidator, absolute_path, describe_value, load_spec_data
-from swiftstudy.yamlio import KeyPath
 
-logger = logging.getLogger(__name__)
-
-_REQUIRED_KEYS = ("model", "checkpoints", "sets", "metrics")
-_OPTIONAL_KEYS = (
-    "max_length",
-    "batch_size",
-    "batch_tokens",
-    "dtype",
-    "device",
-    "on_overflow",
-    "params",
-    "cache_dir",
-    "cache_max_gradient_mb",
-    "cache_max_gb",
-    "max_memory_gb",
-    "projection_dim",
-    "projection_seed",
-    "preconditioner",
-    "verdict",
-)
 #: Keys that say where and what to cache, not what to compute: results do not depend on them.
 CACHE_KEYS = ("cache_dir", "cache_max_gradient_mb", "cache_max_gb")
 #: Keys that say how the report states its verdicts: the saved tables do not depend on them.
 REPORT_KEYS = ("verdict",)
-_SET_KEYS = ("path", "split", "name", "columns", "format")
-_METRIC_KEYS = ("name", "probes", "evals", "context")
-_METRIC_OPTIONAL_KEYS = ("control",)
-_VERDICT_KEYS = ("normalization", "checkpoints")
-_CHECKPOINT_KEYS = ("path", "step")
-_CUDA_INDEX = re.compile(r"cuda:\d+")
+
+
+def _data_path(reader: SpecValidator, value: Any, key_path: KeyPath) -> Path | str:
+    """A local data path made absolute, or a Hub dataset id kept as written."""
+    text = reader.string(value, key_path)
+    local = reader.path(text, key_path)
+    return text if not local.exists() and is_hub_dataset_id(text) else local
+
+
+def _columns(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[tuple[str, str], ...]:
+    """``columns: {field: column}``: the example field each column stands for."""
+    if value is None:
+        return ()
+    columns = reader.mapping(value, key_path, "a mapping of field to column name")
+    for field_name, column in columns.items():
+        reader.choice(field_name, FIELDS, (*key_path, field_name), what="field")
+        reader.string(column, (*key_path, field_name))
+    return tuple(columns.items())
 
 
 @dataclass(frozen=True)
-class SetSpec:
+class SetSpec(Spec):
     """A named example set (probes or evals) stored in a file, a dataset folder or on the Hub.
 
-    Attributes:
-        name: The name metrics refer to it by.
-        path: The data file or folder (absolute once loaded from a spec), or a Hub dataset id
-            (a string) when no such local path exists.
-        split: The dataset split to read, for formats that have splits.
-        config_name: The dataset configuration (``name:`` in the spec), for ``load_dataset``.
-        columns: ``(field, column)`` renames (``columns:`` in the spec, a mapping).
-        format: ``auto`` or ``trl`` (``data.examples.READ_FORMATS``).
+    ``name`` is the set's key under ``sets:``, the name metrics refer to it by; a set written as
+    a string is its ``path``.
     """
 
     name: str
-    path: Path | str
-    split: str | None = None
-    config_name: str | None = None
-    columns: tuple[tuple[str, str], ...] = ()
-    format: str = READ_AUTO
+    path: Path | str = option(
+        doc="The data file or folder, or a Hub dataset id.", check=Check(_data_path)
+    )
+    split: str | None = option(None, "The split to read, for formats that have splits.")
+    config_name: str | None = option(
+        None, "The dataset configuration (load_dataset).", key="name", omit_default=True
+    )
+    columns: tuple[tuple[str, str], ...] = option(
+        (),
+        "{field: column}: what each column holds.",
+        check=Check(_columns),
+        omit_default=True,
+        dump=dict,
+    )
+    format: str = option(
+        READ_AUTO, "auto, or trl: TRL's formats.", choices=READ_FORMATS, omit_default=True
+    )
 
     def load_options(self) -> dict[str, Any]:
         """The keyword arguments of ``data.load_examples`` besides the path."""
@@ -119,136 +128,192 @@ class SetSpec:
             "format": self.format,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        """The set as YAML-ready data; keys at their defaults are left out."""
-        path = self.path if isinstance(self.path, str) else str(absolute_path(self.path))
-        data: dict[str, Any] = {"path": path, "split": self.split}
-        if self.config_name is not None:
-            data["name"] = self.config_name
-        if self.columns:
-            data["columns"] = dict(self.columns)
-        if self.format != READ_AUTO:
-            data["format"] = self.format
-        return data
+
+def _set_name(reader: SpecValidator, value: Any, key_path: KeyPath) -> str:
+    return reader.choice(value, [s.name for s in reader.lookup("sets")], key_path, what="set")
+
+
+def _control(reader: SpecValidator, value: Any, key_path: KeyPath) -> str | None:
+    if value is None:
+        return None
+    control = _set_name(reader, value, key_path)
+    if control == reader.lookup("probes"):
+        raise reader.error(
+            f"the control {control!r} is the metric's own probe set; name another probe set "
+            "(unrelated tasks, or the plain data the strategy was derived from)",
+            key_path,
+        )
+    return control
 
 
 @dataclass(frozen=True)
-class MetricSpec:
+class MetricSpec(Spec):
     """One reported metric: the mean RelInf of ``probes`` examples on ``evals`` examples.
 
-    Attributes:
-        name: Free-text label, kept exactly as written (arrows and all).
-        probes: Name of the probe set.
-        evals: Name of the eval set.
-        context: ``in-task`` or ``cross-task`` (see ``constants.CONTEXTS``).
-        control: The control probe set: the headline is this metric's margin over the metric of
-            ``control`` on the same evals and context. None: no control.
-        added_for: For a metric the validator added as another metric's control, that metric's
-            index in the file (for messages); not compared or serialised.
+    ``added_for``: for a metric added as another metric's control, that metric's index in the
+    file (for messages); not compared or saved.
     """
 
-    name: str
-    probes: str
-    evals: str
-    context: str
-    control: str | None = None
+    name: str = option(doc="Free-text label, kept exactly as written.")
+    probes: str = option(doc="The probe set.", check=Check(_set_name))
+    evals: str = option(doc="The eval set.", check=Check(_set_name))
+    context: str = option(doc="in-task or cross-task.", choices=CONTEXTS)
+    control: str | None = option(
+        None,
+        "A probe set; the headline is the margin over it.",
+        check=Check(_control),
+        omit_default=True,
+    )
     added_for: int | None = field(default=None, compare=False, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The metric as YAML-ready data (``control`` only when set, as older configs have it)."""
-        data = {
-            "name": self.name,
-            "probes": self.probes,
-            "evals": self.evals,
-            "context": self.context,
-        }
-        if self.control is not None:
-            data["control"] = self.control
-        return data
+
+@dataclass(frozen=True)
+class VerdictSpec(Spec):
+    """The scoring variant of a study's headline verdicts (``scores.variants``)."""
+
+    normalization: str = option(
+        DEFAULT_VERDICT_VARIANT[0], "How each score is normalized.", choices=NORMALIZATIONS
+    )
+    checkpoints: str = option(
+        DEFAULT_VERDICT_VARIANT[1],
+        "How checkpoints are combined (lr: by learning rate).",
+        choices=CHECKPOINT_WEIGHTINGS,
+    )
 
 
 @dataclass(frozen=True)
-class VerdictSpec:
-    """The scoring variant of a study's headline verdicts (``scores.variants``).
+class CheckpointRef(Spec):
+    """One checkpoint listed explicitly in a spec."""
 
-    Attributes:
-        normalization: One of ``constants.NORMALIZATIONS``.
-        checkpoints: How checkpoints are combined, one of ``constants.CHECKPOINT_WEIGHTINGS``;
-            ``lr`` needs each checkpoint's ``trainer_state.json``.
-    """
+    path: Path = option(doc="The checkpoint folder or file.")
+    step: int | None = option(None, "The training step; null reads it from the checkpoint.", min=0)
 
-    normalization: str = DEFAULT_VERDICT_VARIANT[0]
-    checkpoints: str = DEFAULT_VERDICT_VARIANT[1]
+
+def _checkpoints(
+    reader: SpecValidator, value: Any, key_path: KeyPath
+) -> Path | tuple[CheckpointRef, ...]:
+    if isinstance(value, str):
+        return reader.path(value, key_path)
+    if not isinstance(value, list):
+        raise reader.error(
+            f"expected a path or a list of {{path, step}}, got {describe_value(value)}", key_path
+        )
+    if not value:
+        raise reader.error("the list of checkpoints is empty", key_path)
+    refs = [
+        nested(CheckpointRef, "a checkpoint {path, step}", shorthand="path")(
+            reader, item, (*key_path, index)
+        )
+        for index, item in enumerate(value)
+    ]
+    steps = [ref.step for ref in refs]
+    for index, step in enumerate(steps):
+        if step is not None and step in steps[:index]:
+            raise reader.error(
+                f"step {step} is also given to checkpoints[{steps.index(step)}]",
+                (*key_path, index, "step"),
+            )
+    return tuple(refs)
+
+
+def _sets(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[SetSpec, ...]:
+    sets = reader.mapping(value, key_path, "a mapping of set name to {path, split}")
+    if not sets:
+        raise reader.error("no sets are defined", key_path)
+    result = []
+    for name, body in sets.items():
+        set_path = (*key_path, name)
+        if not isinstance(name, str) or not name.strip():
+            raise reader.error(f"a set name must be a non-empty string, got {name!r}", set_path)
+        body = {"path": body} if isinstance(body, str) else body
+        result.append(read_spec(SetSpec, body, reader, set_path, "a set {path, split}", name=name))
+    return tuple(result)
+
+
+def _metrics(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[MetricSpec, ...]:
+    if not isinstance(value, list):
+        raise reader.error(f"expected a list of metrics, got {describe_value(value)}", key_path)
+    if not value:
+        raise reader.error("the list of metrics is empty", key_path)
+    metrics: list[MetricSpec] = []
+    for index, item in enumerate(value):
+        item_path = (*key_path, index)
+        metric = read_spec(
+            MetricSpec, item, reader, item_path, "a metric {name, probes, evals, context}"
+        )
+        names = [m.name for m in metrics]
+        if metric.name in names:
+            raise reader.error(
+                f"duplicate metric name {metric.name!r} (also metrics[{names.index(metric.name)}])",
+                (*item_path, "name"),
+            )
+        metrics.append(metric)
+    return tuple(metrics) + _added_controls(metrics)
+
+
+def _seed(reader: SpecValidator, value: Any, key_path: KeyPath) -> int:
+    seed = reader.integer(value, key_path, 0)
+    if seed >= 1 << 64:
+        raise reader.error(f"must be below 2**64, got {seed}", key_path)
+    return seed
 
 
 @dataclass(frozen=True)
-class CheckpointRef:
-    """One checkpoint listed explicitly in a spec.
+class StudySpec(Spec):
+    """A validated study spec (``spec_path``: its file, for messages; not compared or saved)."""
 
-    Attributes:
-        path: The checkpoint folder or file (absolute once loaded from a spec).
-        step: The training step, or None to read it from the checkpoint.
-    """
-
-    path: Path
-    step: int | None = None
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """A validated study spec.
-
-    Attributes:
-        model: Model alias, local folder, hub id or ``.gguf`` path (local paths made absolute).
-        checkpoints: A folder of checkpoints, or an explicit tuple of checkpoints.
-        sets: The example sets, in file order.
-        metrics: The metrics, in file order.
-        max_length: Longest tokenized example, in tokens.
-        batch_size: Most examples in one batch.
-        batch_tokens: Most padded tokens in one batch; None lets the engine pick for the device.
-        dtype: Compute dtype name, one of ``constants.DTYPES``.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-        on_overflow: What to do with examples longer than ``max_length``: ``error`` or ``drop``.
-        params: Regexes selecting the weights of full-model checkpoints.
-        cache_dir: The gradient cache folder; None: ``$SWIFTSTUDY_CACHE``, else the user cache
-            folder.
-        cache_max_gradient_mb: Per-example gradients larger than this many MiB are not cached.
-        max_memory_gb: Memory (GiB) the study may use on its device; with ``batch_tokens``
-            unset, the largest batch token budget whose memory plan fits is used. None: the
-            device's default budget. The plan is logged before the run either way.
-        cache_max_gb: After the study, the least recently used cached gradients are deleted
-            until the cache holds at most this many GiB.
-        projection_dim: k: every gradient is replaced by its seeded Rademacher projection to k
-            dimensions (``gradients.projection``), so each kept row holds k values; each dot
-            product then has a standard error of at most √(2/k)·|a||b|. None: exact (default).
-        projection_seed: The projection's seed; one seed gives one projection on every device.
-        preconditioner: ``none``: probe gradients as they are (the method). ``adam``: each
-            probe's gradient becomes the Adam update direction from the checkpoint's
-            ``optimizer.pt``, as LESS computes it (``gradients.preconditioning``); eval gradients
-            and the RelInf denominator stay raw.
-        verdict: The scoring variant of the headline verdicts.
-        spec_path: The file the spec was loaded from, for messages; not compared or serialised.
-    """
-
-    model: str
-    checkpoints: Path | tuple[CheckpointRef, ...]
-    sets: tuple[SetSpec, ...]
-    metrics: tuple[MetricSpec, ...]
-    max_length: int = DEFAULT_MAX_LENGTH
-    batch_size: int = DEFAULT_BATCH_SIZE
-    batch_tokens: int | None = None
-    dtype: str = DEFAULT_DTYPE
-    device: str = DEFAULT_DEVICE
-    on_overflow: str = ON_OVERFLOW_ERROR
-    params: tuple[str, ...] = DEFAULT_FULL_PARAMS
-    cache_dir: Path | None = None
-    cache_max_gradient_mb: int = DEFAULT_CACHE_MAX_GRADIENT_MB
-    cache_max_gb: float = DEFAULT_CACHE_MAX_GB
-    max_memory_gb: float | None = None
-    projection_dim: int | None = None
-    projection_seed: int = DEFAULT_PROJECTION_SEED
-    preconditioner: str = PRECONDITIONER_NONE
-    verdict: VerdictSpec = VerdictSpec()
+    model: str = option(doc="Model alias, local folder, hub id or .gguf path.", check=model())
+    checkpoints: Path | tuple[CheckpointRef, ...] = option(
+        doc="A folder of checkpoints, or a list of {path, step}.",
+        check=Check(_checkpoints, spec=CheckpointRef, each="[]"),
+    )
+    sets: tuple[SetSpec, ...] = option(
+        doc="The example sets by name: {path, split, ...} or a path.",
+        check=Check(_sets, spec=SetSpec, each=".<name>"),
+        dump=lambda sets: {s.name: s.to_dict() for s in sets},
+    )
+    metrics: tuple[MetricSpec, ...] = option(
+        doc="The metrics, in order.", check=Check(_metrics, spec=MetricSpec, each="[]")
+    )
+    max_length: int = option(DEFAULT_MAX_LENGTH, "Longest tokenized example (tokens).", min=2)
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "Most examples in one batch.", min=1)
+    batch_tokens: int | None = option(
+        None, "Most padded tokens in a batch; null: the device's.", min=1
+    )
+    dtype: str = option(DEFAULT_DTYPE, "Compute dtype.", check=dtype())
+    device: str = option(DEFAULT_DEVICE, "cpu, cuda, cuda:N or auto.", check=device())
+    on_overflow: str = option(
+        ON_OVERFLOW_ERROR,
+        "Examples longer than max_length: error or drop.",
+        choices=ON_OVERFLOW_MODES,
+    )
+    params: tuple[str, ...] = option(
+        DEFAULT_FULL_PARAMS, "Regexes of the weights of full-model checkpoints.", check=regexes()
+    )
+    cache_dir: Path | None = option(
+        None, "The gradient cache; null: $SWIFTSTUDY_CACHE or the user's."
+    )
+    cache_max_gradient_mb: int = option(
+        DEFAULT_CACHE_MAX_GRADIENT_MB, "Larger per-example gradients (MiB) are not cached.", min=0
+    )
+    cache_max_gb: float = option(
+        DEFAULT_CACHE_MAX_GB, "The cache is pruned to this many GiB after a study.", positive=True
+    )
+    max_memory_gb: float | None = option(
+        None, "Memory (GiB) on the device; sizes batch_tokens when unset.", positive=True
+    )
+    projection_dim: int | None = option(
+        None, "k: gradients projected to k dimensions (Rademacher); null: exact.", min=1
+    )
+    projection_seed: int = option(
+        DEFAULT_PROJECTION_SEED, "The projection's seed.", check=Check(_seed)
+    )
+    preconditioner: str = option(
+        PRECONDITIONER_NONE,
+        "none, or adam: the Adam update of optimizer.pt (LESS).",
+        choices=PRECONDITIONERS,
+    )
+    verdict: VerdictSpec = option(VerdictSpec(), "The scoring variant of the headline verdicts.")
     spec_path: Path | None = field(default=None, compare=False, repr=False)
 
     def set(self, name: str) -> SetSpec:
@@ -262,42 +327,6 @@ class StudySpec:
                 return set_spec
         known = ", ".join(s.name for s in self.sets)
         raise KeyError(f"no set named {name!r} (known sets: {known})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the spec as plain YAML-ready data with absolute path strings.
-
-        ``spec_from_dict(spec.to_dict(), base_dir=...)`` gives back an equal spec.
-        """
-        if isinstance(self.checkpoints, Path):
-            checkpoints: Any = str(absolute_path(self.checkpoints))
-        else:
-            checkpoints = [
-                {"path": str(absolute_path(c.path)), "step": c.step} for c in self.checkpoints
-            ]
-        return {
-            "model": self.model,
-            "checkpoints": checkpoints,
-            "sets": {s.name: s.to_dict() for s in self.sets},
-            "metrics": [m.to_dict() for m in self.metrics],
-            "max_length": self.max_length,
-            "batch_size": self.batch_size,
-            "batch_tokens": self.batch_tokens,
-            "dtype": self.dtype,
-            "device": self.device,
-            "on_overflow": self.on_overflow,
-            "params": list(self.params),
-            "cache_dir": None if self.cache_dir is None else str(absolute_path(self.cache_dir)),
-            "cache_max_gradient_mb": self.cache_max_gradient_mb,
-            "cache_max_gb": self.cache_max_gb,
-            "max_memory_gb": self.max_memory_gb,
-            "projection_dim": self.projection_dim,
-            "projection_seed": self.projection_seed,
-            "preconditioner": self.preconditioner,
-            "verdict": {
-                "normalization": self.verdict.normalization,
-                "checkpoints": self.verdict.checkpoints,
-            },
-        }
 
     def control_metric(self, metric: MetricSpec) -> MetricSpec | None:
         """The metric ``metric`` is compared with: its control's on the same evals and context."""
@@ -313,266 +342,20 @@ class StudySpec:
 def load_study_spec(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
     """Load and validate a study spec file, after applying ``key=value`` overrides.
 
-    Relative paths in the file resolve against the file's folder.
-
-    Args:
-        path: The spec YAML file.
-        overrides: Command-line overrides such as ``batch_size=4`` or ``metrics.0.name=x``.
-
-    Returns:
-        The validated spec, with ``spec_path`` set.
-
-    Raises:
-        InputError: The file cannot be read or parsed, an override is malformed, or the spec is
-            invalid; the error names the file, line and key.
+    Relative paths in the file resolve against the file's folder; errors name the file, line and
+    key (see ``config.load_spec``).
     """
-    data, marked, path = load_spec_data(path, overrides)
-    spec = spec_from_dict(data, base_dir=path.parent, source=path, lines=marked)
-    logger.debug(
-        "loaded study spec %s: %d sets, %d metrics", path, len(spec.sets), len(spec.metrics)
-    )
-    return spec
+    return load_spec(StudySpec, path, overrides)
 
 
 def spec_from_dict(
-    data: Any,
-    *,
-    base_dir: Path,
-    source: Path | None = None,
-    lines: Mapping[KeyPath, int | None] | None = None,
+    data: Any, *, base_dir: Path, source: Path | None = None, lines: Lines | None = None
 ) -> StudySpec:
-    """Validate plain data (as loaded from YAML) and build a ``StudySpec``.
+    """Validate plain data (as loaded from YAML) and build a ``StudySpec`` (see ``from_dict``).
 
-    Args:
-        data: The parsed spec, a mapping.
-        base_dir: The folder relative paths resolve against.
-        source: The spec file, named in errors and kept as ``spec_path``.
-        lines: Key paths to 1-based line numbers (from ``load_yaml``); a None value marks a key
-            set by a command-line override.
-
-    Returns:
-        The validated spec.
-
-    Raises:
-        InputError: The data is not a valid spec.
+    ``spec_from_dict(spec.to_dict(), base_dir=...)`` gives back an equal spec.
     """
-    return _Validator(source, lines or {}, absolute_path(Path(base_dir))).spec(data)
-
-
-class _Validator(SpecValidator):
-    """Checks one spec, raising ``InputError`` with the file, line and key of the first problem."""
-
-    def spec(self, data: Any) -> StudySpec:
-        top = self.mapping(data, (), "a mapping of spec keys (model, checkpoints, sets, ...)")
-        self.check_keys(top, _REQUIRED_KEYS, _OPTIONAL_KEYS, ())
-        model = self.model(top["model"])
-        checkpoints = self.checkpoints(top["checkpoints"])
-        sets = self.sets(top["sets"])
-        metrics = self.metrics(top["metrics"], sets)
-        options = self.options(top)
-        return StudySpec(
-            model=model,
-            checkpoints=checkpoints,
-            sets=sets,
-            metrics=metrics,
-            spec_path=self.source,
-            **options,
-        )
-
-    # -- sections ---------------------------------------------------------------------------
-
-    def options(self, top: dict[Any, Any]) -> dict[str, Any]:
-        checks = {
-            "max_length": lambda value, key_path: self.integer(value, key_path, 2),
-            "batch_size": lambda value, key_path: self.integer(value, key_path, 1),
-            "batch_tokens": lambda value, key_path: self.integer(value, key_path, 1, nullable=True),
-            "dtype": lambda value, key_path: self.choice(value, DTYPES, key_path),
-            "device": lambda value, key_path: self.device(value),
-            "on_overflow": lambda value, key_path: self.choice(value, ON_OVERFLOW_MODES, key_path),
-            "params": lambda value, key_path: self.params(value),
-            "cache_dir": lambda value, key_path: (
-                None if value is None else self.path(value, key_path)
-            ),
-            "cache_max_gradient_mb": lambda value, key_path: self.integer(value, key_path, 0),
-            "cache_max_gb": lambda value, key_path: self.number(value, key_path, positive=True),
-            "max_memory_gb": lambda value, key_path: (
-                None if value is None else self.number(value, key_path, positive=True)
-            ),
-            "projection_dim": lambda value, key_path: self.integer(
-                value, key_path, 1, nullable=True
-            ),
-            "projection_seed": lambda value, key_path: self.seed(value, key_path),
-            "preconditioner": lambda value, key_path: self.choice(value, PRECONDITIONERS, key_path),
-            "verdict": lambda value, key_path: self.verdict(value),
-        }
-        return {key: check(top[key], (key,)) for key, check in checks.items() if key in top}
-
-    def checkpoints(self, value: Any) -> Path | tuple[CheckpointRef, ...]:
-        key_path: KeyPath = ("checkpoints",)
-        if isinstance(value, str):
-            return self.path(value, key_path)
-        if not isinstance(value, list):
-            raise self.error(
-                f"expected a path or a list of {{path, step}}, got {describe_value(value)}",
-                key_path,
-            )
-        if not value:
-            raise self.error("the list of checkpoints is empty", key_path)
-        refs: list[CheckpointRef] = []
-        seen_steps: dict[int, int] = {}
-        for index, item in enumerate(value):
-            item_path = (*key_path, index)
-            if isinstance(item, str):
-                item = {"path": item}
-            item = self.mapping(item, item_path, "a checkpoint {path, step}")
-            self.check_keys(item, ("path",), ("step",), item_path)
-            step = item.get("step")
-            if step is not None:
-                step = self.integer(step, (*item_path, "step"), 0)
-                if step in seen_steps:
-                    raise self.error(
-                        f"step {step} is also given to checkpoints[{seen_steps[step]}]",
-                        (*item_path, "step"),
-                    )
-                seen_steps[step] = index
-            refs.append(CheckpointRef(self.path(item["path"], (*item_path, "path")), step))
-        return tuple(refs)
-
-    def sets(self, value: Any) -> tuple[SetSpec, ...]:
-        key_path: KeyPath = ("sets",)
-        sets = self.mapping(value, key_path, "a mapping of set name to {path, split}")
-        if not sets:
-            raise self.error("no sets are defined", key_path)
-        result: list[SetSpec] = []
-        for name, body in sets.items():
-            set_path = (*key_path, name)
-            if not isinstance(name, str) or not name.strip():
-                raise self.error(f"a set name must be a non-empty string, got {name!r}", set_path)
-            if isinstance(body, str):
-                body = {"path": body}
-            body = self.mapping(body, set_path, "a set {path, split}")
-            self.check_keys(body, ("path",), _SET_KEYS[1:], set_path)
-            split, config_name = (
-                None if body.get(key) is None else self.string(body[key], (*set_path, key))
-                for key in ("split", "name")
-            )
-            result.append(
-                SetSpec(
-                    name,
-                    self.data_path(body["path"], (*set_path, "path")),
-                    split,
-                    config_name,
-                    self.columns(body.get("columns"), (*set_path, "columns")),
-                    self.choice(body.get("format", READ_AUTO), READ_FORMATS, (*set_path, "format")),
-                )
-            )
-        return tuple(result)
-
-    def data_path(self, value: Any, key_path: KeyPath) -> Path | str:
-        """A local data path made absolute, or a Hub dataset id kept as written."""
-        text = self.string(value, key_path)
-        local = self.path(text, key_path)
-        return text if not local.exists() and is_hub_dataset_id(text) else local
-
-    def columns(self, value: Any, key_path: KeyPath) -> tuple[tuple[str, str], ...]:
-        """``columns: {field: column}``: the example field each column stands for."""
-        if value is None:
-            return ()
-        columns = self.mapping(value, key_path, "a mapping of field to column name")
-        for field_name, column in columns.items():
-            self.choice(field_name, FIELDS, (*key_path, field_name), what="field")
-            self.string(column, (*key_path, field_name))
-        return tuple(columns.items())
-
-    def metrics(self, value: Any, sets: tuple[SetSpec, ...]) -> tuple[MetricSpec, ...]:
-        key_path: KeyPath = ("metrics",)
-        if not isinstance(value, list):
-            raise self.error(f"expected a list of metrics, got {describe_value(value)}", key_path)
-        if not value:
-            raise self.error("the list of metrics is empty", key_path)
-        set_names = [s.name for s in sets]
-        first_index: dict[str, int] = {}
-        result: list[MetricSpec] = []
-        for index, item in enumerate(value):
-            item_path = (*key_path, index)
-            item = self.mapping(item, item_path, "a metric {name, probes, evals, context}")
-            self.check_keys(item, _METRIC_KEYS, _METRIC_OPTIONAL_KEYS, item_path)
-            name = self.string(item["name"], (*item_path, "name"))
-            if name in first_index:
-                raise self.error(
-                    f"duplicate metric name {name!r} (also metrics[{first_index[name]}])",
-                    (*item_path, "name"),
-                )
-            first_index[name] = index
-            probes, evals = (
-                self.choice(item[key], set_names, (*item_path, key), what="set")
-                for key in ("probes", "evals")
-            )
-            context = self.choice(item["context"], CONTEXTS, (*item_path, "context"))
-            control = self.control(item, item_path, probes, set_names)
-            result.append(MetricSpec(name, probes, evals, context, control))
-        return tuple(result) + _added_controls(result)
-
-    def control(
-        self, item: dict[Any, Any], item_path: KeyPath, probes: str, set_names: list[str]
-    ) -> str | None:
-        if item.get("control") is None:
-            return None
-        key_path = (*item_path, "control")
-        control = self.choice(item["control"], set_names, key_path, what="set")
-        if control == probes:
-            raise self.error(
-                f"the control {control!r} is the metric's own probe set; name another probe set "
-                "(unrelated tasks, or the plain data the strategy was derived from)",
-                key_path,
-            )
-        return control
-
-    def verdict(self, value: Any) -> VerdictSpec:
-        key_path: KeyPath = ("verdict",)
-        body = self.mapping(value, key_path, "a mapping {normalization, checkpoints}")
-        self.check_keys(body, (), _VERDICT_KEYS, key_path)
-        default = VerdictSpec()
-        return VerdictSpec(
-            normalization=self.choice(
-                body.get("normalization", default.normalization),
-                NORMALIZATIONS,
-                (*key_path, "normalization"),
-            ),
-            checkpoints=self.choice(
-                body.get("checkpoints", default.checkpoints),
-                CHECKPOINT_WEIGHTINGS,
-                (*key_path, "checkpoints"),
-            ),
-        )
-
-    def seed(self, value: Any, key_path: KeyPath) -> int:
-        seed = self.integer(value, key_path, 0)
-        if seed >= 1 << 64:
-            raise self.error(f"must be below 2**64, got {seed}", key_path)
-        return seed
-
-    def device(self, value: Any) -> str:
-        device = self.string(value, ("device",))
-        if device not in DEVICES and not _CUDA_INDEX.fullmatch(device):
-            raise self.error(
-                f"unknown device {device!r} (expected cpu, cuda, cuda:N or auto)", ("device",)
-            )
-        return device
-
-    def params(self, value: Any) -> tuple[str, ...]:
-        key_path: KeyPath = ("params",)
-        if not isinstance(value, list) or not value:
-            raise self.error(
-                f"expected a non-empty list of regexes, got {describe_value(value)}", key_path
-            )
-        for index, pattern in enumerate(value):
-            pattern = self.string(pattern, (*key_path, index))
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise self.error(f"invalid regex {pattern!r}: {exc}", (*key_path, index)) from None
-        return tuple(value)
+    return from_dict(StudySpec, data, base_dir=base_dir, source=source, lines=lines)
 
 
 def control_metric_name(control: str, evals: str, context: str) -> str:

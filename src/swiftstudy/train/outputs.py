@@ -14,10 +14,10 @@ import logging
 import shutil
 from pathlib import Path
 
+from swiftstudy.config.yamlio import load_yaml
 from swiftstudy.constants import CHECKPOINT_PREFIX, TRAIN_CONFIG_YAML, TRAINER_STATE
 from swiftstudy.errors import InputError
 from swiftstudy.train.spec import TrainSpec
-from swiftstudy.yamlio import load_yaml
 
 logger = logging.getLogger(__name__)
 

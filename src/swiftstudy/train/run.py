@@ -28,6 +28,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import PreTrainedModel, PrinterCallback, TrainingArguments, set_seed
 
+from swiftstudy.config.reader import spec_key_error
+from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import (
     ADAPTER_CONFIG,
     CHECKPOINT_KIND_ADAPTER,
@@ -60,8 +62,6 @@ from swiftstudy.train.trainer import (
     ProgressCallback,
     load_checkpoint_weights,
 )
-from swiftstudy.validation import spec_key_error
-from swiftstudy.yamlio import dump_yaml
 
 logger = logging.getLogger(__name__)
 

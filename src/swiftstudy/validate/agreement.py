@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
 from swiftstudy.errors import InputError
 from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.validate.results import AccuracyRow
 from swiftstudy.validate.spec import RunSpec, ValidateSpec
 from swiftstudy.validate.stats import compute_spearman_interval, compute_wilson_interval
-from swiftstudy.validation import spec_key_error
 
 logger = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import (
     ACCURACY_CSV,
     AGREEMENT_JSON,
@@ -86,7 +87,6 @@ from swiftstudy.validate.spec import (
     dependency_order,
     load_validate_spec,
 )
-from swiftstudy.yamlio import dump_yaml
 
 logger = logging.getLogger(__name__)
 

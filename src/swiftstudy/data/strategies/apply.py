@@ -15,11 +15,11 @@ from typing import Any
 
 import jinja2
 
+from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.data.examples import Example, Message
 from swiftstudy.data.strategies.references import Reference
 from swiftstudy.data.strategies.strategy import GENERATION_VARIABLE, Strategy, TemplateFailure
 from swiftstudy.errors import InputError
-from swiftstudy.yamlio import KeyPath
 
 #: Errors a template or expression can raise while rendering (besides ``error()`` calls).
 _RENDER_ERRORS = (

@@ -25,10 +25,10 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from swiftstudy.config.reader import SpecValidator, absolute_path, describe_value
+from swiftstudy.config.yamlio import KeyPath, load_yaml
 from swiftstudy.constants import BUILTIN_STRATEGIES
 from swiftstudy.errors import InputError
-from swiftstudy.validation import SpecValidator, absolute_path, describe_value
-from swiftstudy.yamlio import KeyPath, load_yaml
 
 #: Variables every template may use, from the reference record.
 REFERENCE_VARIABLES = ("id", "task", "query", "response", "messages", "label", "record")

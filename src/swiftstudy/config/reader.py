@@ -1,7 +1,7 @@
-"""Validation shared by the YAML specs (study, train): typed values, errors at file, line and key.
+"""Checks of single spec values, with errors at the file, line and key of the value at fault.
 
-Each spec module subclasses :class:`SpecValidator` with its own sections; the checks of single
-values, the key-path bookkeeping and the error messages live here, once.
+A :class:`SpecValidator` reads one document: it knows the file, the line of every key path (None
+for a key set by a command-line override) and the folder relative paths resolve against.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from swiftstudy.config.yamlio import KeyPath, apply_overrides, load_yaml, override_key_path
 from swiftstudy.errors import InputError
-from swiftstudy.yamlio import KeyPath, apply_overrides, load_yaml, override_key_path
 
 
 def load_spec_data(
@@ -36,7 +36,11 @@ def load_spec_data(
 
 
 def spec_error(
-    source: Path | None, lines: Mapping[KeyPath, int | None], message: str, key_path: KeyPath
+    source: Path | None,
+    lines: Mapping[KeyPath, int | None],
+    message: str,
+    key_path: KeyPath,
+    name_key: Callable[[KeyPath], str] | None = None,
 ) -> InputError:
     """An ``InputError`` at ``key_path`` of a spec, on the line of its nearest recorded parent."""
     line = None
@@ -47,7 +51,8 @@ def spec_error(
             if line is None:
                 message += " (set by a command-line override)"
             break
-    return InputError(message, path=source, line=line, key=dotted_key(key_path) or None)
+    key = (name_key or dotted_key)(key_path) or None
+    return InputError(message, path=source, line=line, key=key)
 
 
 def spec_key_error(spec_path: Path | None, message: str, key_path: KeyPath) -> InputError:
@@ -65,14 +70,33 @@ class SpecValidator:
         source: The spec file, named in errors.
         lines: Key paths to 1-based lines (None: set by a command-line override).
         base_dir: The folder relative paths resolve against.
+        name_key: How errors name a key path (default ``metrics[1].probes``; the ``probes``
+            command names its flags).
+
+    Attributes:
+        scope: The values read so far of each spec being read, outermost first (see
+            :meth:`lookup`).
     """
 
     def __init__(
-        self, source: Path | None, lines: Mapping[KeyPath, int | None], base_dir: Path
+        self,
+        source: Path | None,
+        lines: Mapping[KeyPath, int | None],
+        base_dir: Path,
+        name_key: Callable[[KeyPath], str] | None = None,
     ) -> None:
         self.source = source
         self.lines = lines
         self.base_dir = base_dir
+        self.name_key = name_key
+        self.scope: list[dict[str, Any]] = []
+
+    def lookup(self, name: str) -> Any:
+        """The value of field ``name`` already read, in the innermost spec that has it."""
+        for values in reversed(self.scope):
+            if name in values:
+                return values[name]
+        raise KeyError(name)
 
     def mapping(self, value: Any, key_path: KeyPath, what: str) -> dict[Any, Any]:
         if not isinstance(value, dict):
@@ -106,14 +130,14 @@ class SpecValidator:
         return value
 
     def integer(
-        self, value: Any, key_path: KeyPath, minimum: int, *, nullable: bool = False
+        self, value: Any, key_path: KeyPath, minimum: int | None, *, nullable: bool = False
     ) -> int | None:
         if value is None and nullable:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             expected = "an integer or null" if nullable else "an integer"
             raise self.error(f"expected {expected}, got {describe_value(value)}", key_path)
-        if value < minimum:
+        if minimum is not None and value < minimum:
             raise self.error(f"must be at least {minimum}, got {value}", key_path)
         return value
 
@@ -157,9 +181,9 @@ class SpecValidator:
     def resolve(self, path: Path) -> Path:
         return absolute_path(self.base_dir / path)
 
-    def model(self, value: Any) -> str:
+    def model(self, value: Any, key_path: KeyPath = ("model",)) -> str:
         """``model:``: an alias or hub id stays as written; a local path is made absolute."""
-        model = self.string(value, ("model",))
+        model = self.string(value, key_path)
         candidate = Path(model).expanduser()
         looks_like_path = model.lower().endswith(".gguf") or model.startswith(("./", "../", "~"))
         if candidate.is_absolute() or looks_like_path or (self.base_dir / candidate).exists():
@@ -167,7 +191,7 @@ class SpecValidator:
         return model
 
     def error(self, message: str, key_path: KeyPath) -> InputError:
-        return spec_error(self.source, self.lines, message, key_path)
+        return spec_error(self.source, self.lines, message, key_path, self.name_key)
 
 
 def absolute_path(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """YAML reading and writing that remembers line numbers, and ``key=value`` overrides.
 
 ``load_yaml`` returns plain Python values together with a map from key paths to the 1-based line
-each node starts on, so that validation code can point a user at the exact line of a bad value.
+each node starts on, so that spec checks can point a user at the exact line of a bad value.
 ``apply_overrides`` applies torchtune-style command-line overrides such as ``batch_size=4`` or
 ``metrics.0.name=x``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: A key path into a YAML document: mapping keys and list indices, outermost first.
 KeyPath = tuple[Any, ...]
+#: The 1-based line of each key path of a spec; None for a key set by a command-line override.
+Lines = Mapping[KeyPath, int | None]
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"

@@ -1,0 +1,212 @@
+"""One reader and one writer for every spec, driven by the fields declared with ``option``.
+
+:func:`read_spec` checks a mapping against a spec class: unknown keys (with a "did you mean"),
+missing required keys, then each key's check in field order, then the class's ``_validate`` hook
+for rules across keys. :func:`load_spec` reads a YAML file with its line numbers and applies
+``key=value`` overrides first, so every error names the file, the line and the dotted key, and
+says when the value was set by an override. :func:`spec_to_dict` is the resolved spec as plain
+YAML-ready data (saved with every result); :func:`describe_spec` lists every key with its
+default and doc (``swiftstudy <command> --print-config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from swiftstudy.config.fields import Option, infer_check
+from swiftstudy.config.reader import SpecValidator, absolute_path, dotted_key, load_spec_data
+from swiftstudy.config.yamlio import KeyPath
+
+S = TypeVar("S")
+
+
+class Spec:
+    """Base of the spec classes (frozen dataclasses whose keys are declared with ``option``).
+
+    Attributes:
+        extra_keys: Keys the document takes besides the fields, with their docs; a field's check
+            reads them with ``reader.lookup`` (the validate spec's ``train:`` and ``base:``).
+    """
+
+    extra_keys: ClassVar[dict[str, str]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain YAML-ready data with absolute path strings (see ``spec_to_dict``)."""
+        return spec_to_dict(self)
+
+
+@functools.cache
+def spec_options(cls: type) -> tuple[tuple[str, dataclasses.Field, Option], ...]:
+    """``(key, field, option)`` of each key of a spec class, in field order (checks inferred)."""
+    hints = typing.get_type_hints(cls)
+    found = ((f, f.metadata.get("option")) for f in dataclasses.fields(cls))
+    return tuple(
+        (o.key or f.name, f, dataclasses.replace(o, check=infer_check(hints[f.name], o)))
+        for f, o in found
+        if o is not None
+    )
+
+
+def read_spec(
+    cls: type[S],
+    data: Any,
+    reader: SpecValidator,
+    key_path: KeyPath = (),
+    what: str | None = None,
+    **fixed: Any,
+) -> S:
+    """Check ``data`` against the spec class ``cls`` and build it.
+
+    Args:
+        cls: The spec class.
+        data: The parsed mapping.
+        reader: Reads the document (file, lines, base folder) and raises its errors.
+        key_path: Where ``data`` is in the document.
+        what: The mapping's description in an error (default: its keys).
+        fixed: Values of fields that are no keys (a set's name, the spec's file).
+
+    Raises:
+        InputError: The first problem, at its file, line and key.
+    """
+    options = spec_options(cls)
+    keys = [key for key, _, _ in options]
+    body = reader.mapping(data, key_path, what or f"a mapping {{{', '.join(keys)}}}")
+    extra = list(getattr(cls, "extra_keys", {}))
+    required = [key for key, f, o in options if _required(f, o)]
+    reader.check_keys(body, required, [k for k in [*keys, *extra] if k not in required], key_path)
+    values: dict[str, Any] = {key: body[key] for key in extra if key in body}
+    reader.scope.append(values)
+    try:
+        for key, f, o in options:
+            if key in body:
+                value = body[key]
+                values[f.name] = (
+                    value if o.check is None else o.check(reader, value, (*key_path, key))
+                )
+            elif o.fill is not None:
+                values[f.name] = o.fill(reader)
+        validate = getattr(cls, "_validate", None)
+        if validate is not None:
+            validate(reader, values, body, key_path)
+    finally:
+        reader.scope.pop()
+    return cls(**{k: v for k, v in values.items() if k not in extra}, **fixed)
+
+
+def from_dict(
+    cls: type[S],
+    data: Any,
+    *,
+    base_dir: Path,
+    source: Path | None = None,
+    lines: Mapping[KeyPath, int | None] | None = None,
+    name_key: Callable[[KeyPath], str] | None = None,
+) -> S:
+    """Validate plain data (as loaded from YAML) and build the spec ``cls``.
+
+    Args:
+        cls: The spec class.
+        data: The parsed spec, a mapping.
+        base_dir: The folder relative paths resolve against.
+        source: The spec file, named in errors and kept as ``spec_path`` (where the class has it).
+        lines: Key paths to 1-based line numbers (from ``load_yaml``); a None value marks a key
+            set by a command-line override.
+        name_key: How errors name a key (default: the dotted key).
+    """
+    reader = SpecValidator(source, lines or {}, absolute_path(Path(base_dir)), name_key)
+    keys = [key for key, _, _ in spec_options(cls)]
+    fixed = (
+        {"spec_path": source} if "spec_path" in {f.name for f in dataclasses.fields(cls)} else {}
+    )
+    what = f"a mapping of spec keys ({', '.join(keys[:3])}, ...)"
+    return read_spec(cls, data, reader, (), what, **fixed)
+
+
+def load_spec(cls: type[S], path: str | Path, overrides: Sequence[str] = ()) -> S:
+    """Load and validate a spec file of class ``cls``, after applying ``key=value`` overrides.
+
+    Relative paths in the file resolve against the file's folder.
+
+    Raises:
+        InputError: The file cannot be read or parsed, an override is malformed, or the spec is
+            invalid; the error names the file, line and key.
+    """
+    data, lines, path = load_spec_data(path, overrides)
+    return from_dict(cls, data, base_dir=path.parent, source=path, lines=lines)
+
+
+def spec_to_dict(spec: Any) -> dict[str, Any]:
+    """A spec as plain YAML-ready data: every key (but those at an omitted default), in order.
+
+    Paths become absolute path strings, tuples lists and nested specs their own dicts; an
+    option's ``dump`` says otherwise. ``from_dict(cls, spec_to_dict(spec), ...)`` gives back an
+    equal spec.
+    """
+    data: dict[str, Any] = {}
+    for key, f, o in spec_options(type(spec)):
+        value = getattr(spec, f.name)
+        if not (o.omit_default and value == f.default):
+            data[key] = plain(value) if o.dump is None else o.dump(value)
+    return data
+
+
+def plain(value: Any) -> Any:
+    """A value as plain data: nested specs as dicts, paths as absolute strings, tuples as lists."""
+    if isinstance(value, Spec):
+        return value.to_dict()
+    if isinstance(value, Path):
+        return str(absolute_path(value))
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
+def describe_spec(cls: type, name_key: Callable[[KeyPath], str] = dotted_key) -> str:
+    """Every key of a spec class with its default and doc, one per line, aligned."""
+    rows = [(name_key(path), default, doc) for path, default, doc in _rows(cls, ())]
+    widths = [max(len(row[i]) for row in rows) for i in (0, 1)]
+    return "\n".join(
+        f"{key:<{widths[0]}}  {default:<{widths[1]}}  {doc}".rstrip() for key, default, doc in rows
+    )
+
+
+def _rows(cls: type, prefix: KeyPath) -> list[tuple[KeyPath, str, str]]:
+    rows = []
+    for key, f, o in spec_options(cls):
+        rows.append(((*prefix, key), default_text(f, o), o.doc))
+        check = o.check
+        if check is not None and check.spec is not None:
+            below = prefix if check.each is None else (*prefix, key + check.each)
+            rows += _rows(check.spec, below)
+    rows += [((*prefix, key), "", doc) for key, doc in getattr(cls, "extra_keys", {}).items()]
+    return rows
+
+
+def default_text(f: dataclasses.Field, o: Option) -> str:
+    """A key's default as ``--print-config`` shows it (``(required)``, ``null``, ``[a, b]``)."""
+    if o.fill is not None:
+        return "(derived)"
+    if _required(f, o):
+        return "(required)"
+    value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    return "" if isinstance(value, Spec) else _text(plain(value))
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, list):
+        return "[" + ", ".join(_text(item) for item in value) + "]"
+    return repr(value) if value == "" else str(value)
+
+
+def _required(f: dataclasses.Field, o: Option) -> bool:
+    no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    return no_default and o.fill is None
