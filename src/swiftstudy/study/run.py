@@ -13,108 +13,66 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from swiftstudy.config.reader import spec_key_error
 from swiftstudy.config.yamlio import dump_yaml, load_yaml
 from swiftstudy.constants import (
     CACHE_ENV_VAR,
-    CHECKPOINT_KIND_FULL,
     CONFIG_YAML,
     NORMS_CSV,
     PARTIAL_DIR,
-    PRECONDITIONER_ADAM,
     RELINF_CSV,
     SCORES_CSV,
     TOKENS_JSONL,
-    TRAINER_STATE,
-    WEIGHTING_LR,
 )
-from swiftstudy.data import Example, TokenizedExample, load_examples, tokenize_examples
+from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
 from swiftstudy.gradients import relative_error_bound
-from swiftstudy.gradients.preconditioning import OPTIMIZER_FILE
 from swiftstudy.model import (
     Checkpoint,
-    ModelStates,
     default_cache_dir,
     discover_checkpoints,
-    hash_checkpoint,
-    load_base_model,
-    load_checkpoint_tokenizer,
-    load_learning_rate_log,
 )
 from swiftstudy.provenance import describe_provenance
-from swiftstudy.scores import compute_interval_learning_rates, compute_pair_mask
 from swiftstudy.study.cache import (
     GradientCache,
-    GradientSettings,
-    PartialGrams,
-    combine_digests,
-    engine_digest,
-    fingerprint_model,
-    hash_file,
     prune_gradient_cache,
 )
-from swiftstudy.study.distributed import Processes, start_processes
-from swiftstudy.study.grams import CheckpointKeys, GramJob, StudyWork, compute_grams
+from swiftstudy.study.compute import (
+    check_pairs,
+    checkpoint_keys,
+    compute_set_grams,
+    layout_gram_rows,
+    load_study_model,
+    token_records,
+    unique_sequences,
+    used_sets,
+)
+from swiftstudy.study.compute import learning_rates as compute_learning_rates
+from swiftstudy.study.distributed import start_processes
 from swiftstudy.study.outputs import (
-    RelInfRow,
-    ScoreRow,
     render_norms_csv,
     render_relinf_csv,
     render_scores_csv,
     render_tokens_jsonl,
 )
-from swiftstudy.study.planning import plan_batch_tokens
-from swiftstudy.study.rows import (
-    VARIANT_ADAM,
-    VARIANT_PRECONDITIONERS,
-    VARIANT_RAW,
-    GramRow,
-    RowMaps,
-    RowSettings,
-    layout_rows,
-)
+from swiftstudy.study.result import StudyResult
 from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study_spec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+# study.callback imports these helpers from this module under their old names.
+_check_pairs, _used_sets = check_pairs, used_sets
+_layout, _unique_sequences = layout_gram_rows, unique_sequences
+
 _MB = 1 << 20
-
-
-@dataclass(frozen=True)
-class StudyResult:
-    """What a study computed (also written to ``out_dir`` by rank 0).
-
-    Attributes:
-        out_dir: The results folder.
-        scores: The rows of ``scores.csv``.
-        relinf: The rows of ``relinf.csv``.
-        checkpoints: The checkpoints, in step order.
-        work: Gradients computed, read from the cache, and checkpoints resumed.
-        rank: This process's rank under ``torchrun`` / ``accelerate launch`` (0 alone); every
-            rank returns the same rows, only rank 0 writes files.
-    """
-
-    out_dir: Path
-    scores: tuple[ScoreRow, ...]
-    relinf: tuple[RelInfRow, ...]
-    checkpoints: tuple[Checkpoint, ...]
-    work: StudyWork = field(default_factory=StudyWork)
-    rank: int = 0
 
 
 def run_study(
@@ -156,16 +114,32 @@ def run_study(
         raise ValueError("overrides apply to a spec file, not to a loaded StudySpec")
     out_dir = Path(out_dir)
     examples = {s.name: load_examples(s.path, **s.load_options()) for s in spec.sets}
-    _check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
+    check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
     checkpoints = _discover(spec)
-    learning_rates = _learning_rates(spec, checkpoints)
+    learning_rates = compute_learning_rates(spec, checkpoints)
     _check_out_dir(out_dir, spec, overwrite)
     cache_root = _cache_root(spec) if cache else None
-    keys = _checkpoint_keys(spec, checkpoints)
+    keys = checkpoint_keys(spec, checkpoints)
 
     with start_processes(_resolve_device(spec.device)) as procs:
-        tokenized, rows_of, job = _prepare(spec, examples, checkpoints, out_dir, procs, cache_root)
-        grams, dims, work = _compute(job, checkpoints, keys, progress)
+        model = load_study_model(
+            spec.model, checkpoints, dtype=spec.dtype, device=procs.device, params=spec.params
+        )
+        computed = compute_set_grams(
+            spec,
+            examples,
+            model,
+            checkpoints,
+            keys,
+            processes=procs,
+            cache=None
+            if cache_root is None
+            else partial(GradientCache, cache_root, max_row_bytes=spec.cache_max_gradient_mb * _MB),
+            partial_dir=out_dir / PARTIAL_DIR,
+            progress=progress,
+        )
+    tokenized, rows_of, job = computed.tokenized, computed.rows_of, computed.job
+    grams, dims, work = computed.grams, computed.dims, computed.work
 
     scores, relinf = compute_tables(spec, checkpoints, grams, tokenized, rows_of)
     result = StudyResult(
@@ -193,152 +167,7 @@ def run_study(
     from swiftstudy.report import render_report
 
     render_report(out_dir)
-    return result
-
-
-def _prepare(
-    spec: StudySpec,
-    examples: dict[str, list[Example]],
-    checkpoints: Sequence[Checkpoint],
-    out_dir: Path,
-    procs: Processes,
-    cache_root: Path | None,
-) -> tuple[dict[str, list[TokenizedExample]], RowMaps, GramJob]:
-    """Load the model once, tokenize the used sets, and set up the Gram matrix job."""
-    dtype = _DTYPES[spec.dtype]
-    model, tokenizer = load_base_model(spec.model, dtype=dtype, device=procs.device)
-    # A run that added chat tokens saved its own tokenizer: tokenize as the run did.
-    tokenizer = load_checkpoint_tokenizer([c.path for c in checkpoints]) or tokenizer
-    tokenized = {
-        name: tokenize_examples(
-            exs, tokenizer, max_length=spec.max_length, on_overflow=spec.on_overflow
-        )
-        for name, exs in examples.items()
-        if name in _used_sets(spec)
-    }
-    _check_pairs(spec, {name: [t.example.task for t in toks] for name, toks in tokenized.items()})
-    sequences, sequence_of = _unique_sequences(tokenized)
-    rows, rows_of, kept = _layout(spec, sequence_of, len(sequences))
-    settings = _gradient_settings(spec, model, checkpoints[0].kind)
-    states = ModelStates(model, full_params=spec.params, dtype=dtype, device=procs.device)
-    for ckpt in checkpoints:
-        states.check(ckpt)
-    job = GramJob(
-        states=states,
-        sequences=sequences,
-        rows=rows,
-        kept=kept,
-        row_settings=RowSettings(settings.projection, spec.preconditioner),
-        pad_id=tokenizer.pad_token_id,
-        max_examples=spec.batch_size,
-        max_tokens=plan_batch_tokens(
-            spec, states, checkpoints[0], len(rows), procs.device, n_kept=len(kept)
-        ),
-        row_dtype=torch.float64 if dtype == torch.float64 else torch.float32,
-        processes=procs,
-        caches={}
-        if cache_root is None
-        else {
-            variant: GradientCache(
-                cache_root,
-                replace(settings, preconditioner=preconditioner),
-                max_row_bytes=spec.cache_max_gradient_mb * _MB,
-            )
-            for variant, preconditioner in VARIANT_PRECONDITIONERS.items()
-        },
-        partial=PartialGrams(
-            out_dir / PARTIAL_DIR,
-            replace(settings, preconditioner=spec.preconditioner),
-            sequences,
-            rows,
-        ),
-    )
-    return tokenized, rows_of, job
-
-
-def _layout(
-    spec: StudySpec, sequence_of: dict[str, list[int]], n_sequences: int
-) -> tuple[tuple[GramRow, ...], RowMaps, list[int]]:
-    """The Gram rows (``adam`` rows for the probe sets' examples when preconditioned), which rows
-    each set's examples use as probes and as evals, and the rows kept in memory (the eval sets'
-    raw rows, which every probe row is multiplied with)."""
-    probe_sets = {m.probes for m in spec.metrics}
-    adam = spec.preconditioner == PRECONDITIONER_ADAM
-    preconditioned = {i for name in probe_sets for i in sequence_of[name]} if adam else ()
-    rows = layout_rows(n_sequences, preconditioned)
-    index = {row: r for r, row in enumerate(rows)}
-    probe_variant = VARIANT_ADAM if adam else VARIANT_RAW
-    maps = RowMaps(
-        evals={name: [index[(i, VARIANT_RAW)] for i in seqs] for name, seqs in sequence_of.items()},
-        probes={
-            name: [index[(i, probe_variant)] for i in seqs]
-            for name, seqs in sequence_of.items()
-            if name in probe_sets
-        },
-    )
-    eval_sets = {m.evals for m in spec.metrics}
-    kept = sorted({r for name in eval_sets for r in maps.evals[name]})
-    return rows, maps, kept
-
-
-def _checkpoint_keys(spec: StudySpec, checkpoints: Sequence[Checkpoint]) -> list[CheckpointKeys]:
-    """Each checkpoint's weights hash, combined with its optimizer's when preconditioning.
-
-    Raises:
-        InputError: ``preconditioner: adam`` and a checkpoint has no ``optimizer.pt``.
-    """
-    keys = []
-    for ckpt in checkpoints:
-        weights = hash_checkpoint(ckpt)
-        if spec.preconditioner != PRECONDITIONER_ADAM:
-            keys.append(CheckpointKeys(weights))
-            continue
-        optimizer = ckpt.path / OPTIMIZER_FILE
-        if not optimizer.is_file():
-            raise spec_key_error(
-                spec.spec_path,
-                f"preconditioner adam needs the optimizer state {optimizer}, which is missing "
-                "(was the run saved with save_only_model?)",
-                ("preconditioner",),
-            )
-        keys.append(CheckpointKeys(weights, combine_digests(weights, hash_file(optimizer))))
-    return keys
-
-
-def _compute(
-    job: GramJob, checkpoints: Sequence[Checkpoint], keys: Sequence[CheckpointKeys], progress: bool
-) -> tuple[list[torch.Tensor], list[int], StudyWork]:
-    """Every checkpoint's Gram matrix, with a progress bar on rank 0."""
-    with tqdm(
-        total=len(checkpoints) * len(job.sequences),
-        unit="example",
-        disable=not progress or not job.processes.is_main,
-        desc="study",
-    ) as bar:
-        grams, dims, work = compute_grams(job, checkpoints, keys, bar.update)
-    for cache in job.caches.values():
-        if cache.written_rows:
-            logger.info(
-                "gradient cache %s: %d row(s), %.1f MiB written by this process",
-                cache.folder,
-                cache.written_rows,
-                cache.written_bytes / _MB,
-            )
-    return grams, dims, work
-
-
-def _gradient_settings(spec: StudySpec, model: torch.nn.Module, kind: str) -> GradientSettings:
-    """What the study's gradients depend on besides the checkpoint and the example."""
-    return GradientSettings(
-        model=fingerprint_model(model),
-        dtype=spec.dtype,
-        kind=kind,
-        params=tuple(spec.params) if kind == CHECKPOINT_KIND_FULL else (),
-        engine=engine_digest(),
-        projection=None
-        if spec.projection_dim is None
-        else (spec.projection_dim, spec.projection_seed),
-    )
+    return replace(result, norms=norms, tokens=token_records(tokenized), config=config)
 
 
 def _prune_cache(root: Path, max_gb: float) -> None:
@@ -373,57 +202,6 @@ def _cache_root(spec: StudySpec) -> Path:
 
 
 # -- validation before any model work -------------------------------------------------------
-
-
-def _used_sets(spec: StudySpec) -> set[str]:
-    return {m.probes for m in spec.metrics} | {m.evals for m in spec.metrics}
-
-
-def _check_pairs(spec: StudySpec, tasks: dict[str, list[str]]) -> None:
-    """Refuse a metric that would average over no (probe, eval) pair."""
-    for index, metric in enumerate(spec.metrics):
-        pairs = compute_pair_mask(tasks[metric.probes], tasks[metric.evals], metric.context)
-        if not bool(pairs.any()):
-            why = (
-                "no probe shares a task with an eval example"
-                if metric.context == "in-task"
-                else "every probe has the same task as every eval example"
-            )
-            key = ("metrics", index)
-            if metric.added_for is not None:
-                key = ("metrics", metric.added_for, "control")
-            raise spec_key_error(spec.spec_path, f"metric {metric.name!r} has no pairs: {why}", key)
-
-
-def _learning_rates(spec: StudySpec, checkpoints: Sequence[Checkpoint]) -> list[float | None]:
-    """η_k of each checkpoint (``scores.compute_interval_learning_rates``) from the logs in the
-    checkpoints' ``trainer_state.json`` files; None for all when a checkpoint has none.
-
-    Raises:
-        InputError: ``verdict.checkpoints`` is ``lr`` and a checkpoint has no logged learning rate.
-    """
-    logged: dict[int, float] = {}
-    missing = []
-    for ckpt in checkpoints:
-        entries = load_learning_rate_log(ckpt)
-        if not entries:
-            missing.append(ckpt)
-        logged.update(entries or ())
-    if not missing:
-        steps, rates = [c.step for c in checkpoints], sorted(logged.items())
-        logged_steps, logged_rates = [s for s, _ in rates], [r for _, r in rates]
-        return [
-            float(r) for r in compute_interval_learning_rates(steps, logged_steps, logged_rates)
-        ]
-    if spec.verdict.checkpoints == WEIGHTING_LR:
-        raise spec_key_error(
-            spec.spec_path,
-            f"the lr weighting needs each checkpoint's logged learning rates, and "
-            f"{missing[0].path} has no {TRAINER_STATE} with a learning_rate (set verdict: "
-            "{checkpoints: mean} or last)",
-            ("verdict", "checkpoints"),
-        )
-    return [None] * len(checkpoints)
 
 
 def _discover(spec: StudySpec) -> list[Checkpoint]:
@@ -471,26 +249,6 @@ def _resolve_device(device: str) -> torch.device:
     return resolved
 
 
-# -- work -----------------------------------------------------------------------------------
-
-
-def _unique_sequences(
-    tokenized: dict[str, list[TokenizedExample]],
-) -> tuple[list[tuple[tuple[int, ...], tuple[int, ...]]], dict[str, list[int]]]:
-    """Deduplicate examples across sets: one gradient per distinct (tokens, mask).
-
-    Returns:
-        The unique ``(input_ids, completion_mask)``, and each set's indices into them.
-    """
-    index: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
-    rows_of: dict[str, list[int]] = {}
-    for name, toks in tokenized.items():
-        rows_of[name] = [
-            index.setdefault((t.input_ids, t.completion_mask), len(index)) for t in toks
-        ]
-    return list(index), rows_of
-
-
 # -- outputs --------------------------------------------------------------------------------
 
 
@@ -521,23 +279,9 @@ def _resolved_config(spec, checkpoints, keys, dims, command) -> dict:
     return config
 
 
-def _token_records(tokenized: dict[str, list[TokenizedExample]]) -> list[dict]:
-    return [
-        {
-            "set": name,
-            "id": t.example.id,
-            "task": t.example.task,
-            "input_ids": list(t.input_ids),
-            "completion_mask": list(t.completion_mask),
-        }
-        for name, toks in tokenized.items()
-        for t in toks
-    ]
-
-
 def _write_outputs(out_dir, scores, relinf, norms, tokenized, config) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / TOKENS_JSONL, render_tokens_jsonl(_token_records(tokenized)))
+    write_text_atomic(out_dir / TOKENS_JSONL, render_tokens_jsonl(token_records(tokenized)))
     write_text_atomic(out_dir / RELINF_CSV, render_relinf_csv(relinf))
     write_text_atomic(out_dir / NORMS_CSV, render_norms_csv(norms))
     write_text_atomic(out_dir / SCORES_CSV, render_scores_csv(scores))
