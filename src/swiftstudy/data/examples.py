@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,42 @@ def load_examples(
             repeats, or there are no examples. The error names the path, line (or row) and key.
     """
     _check_options(columns, format)
-    records = _records(path, split, name)
+    return _parse_records(_records(path, split, name), path, columns, format)
+
+
+def parse_examples(
+    records: Iterable[Any],
+    *,
+    source: str,
+    columns: Mapping[str, str] | None = None,
+    format: str = READ_AUTO,
+) -> list[Example]:
+    """Examples from records in memory (dicts, dataset rows), read as ``load_examples`` reads
+    the rows of a dataset.
+
+    Args:
+        records: The records, in order.
+        source: What they are, named in errors and in each example's ``origin``
+            (``source[row]``).
+        columns: As for ``load_examples``.
+        format: As for ``load_examples``.
+
+    Raises:
+        InputError: A record is malformed, an id repeats, or there are none; the error names
+            ``source``, the row and the key.
+    """
+    _check_options(columns, format)
+    located = ((_Location(source, row=row), record) for row, record in enumerate(records))
+    return _parse_records(located, source, columns, format)
+
+
+def _parse_records(
+    records: Iterable[tuple[_Location, Any]],
+    source: str | Path,
+    columns: Mapping[str, str] | None,
+    format: str,
+) -> list[Example]:
+    """Each record parsed into an Example; ids must be unique and there must be one."""
     examples: list[Example] = []
     seen: dict[str, _Location] = {}
     for index, (location, record) in enumerate(records):
@@ -169,8 +204,8 @@ def load_examples(
         seen[example.id] = location
         examples.append(example)
     if not examples:
-        raise InputError("no examples", path=path)
-    logger.debug("Loaded %d examples from %s", len(examples), path)
+        raise InputError("no examples", path=source)
+    logger.debug("Loaded %d examples from %s", len(examples), source)
     return examples
 
 
