@@ -8,6 +8,8 @@ The public API, for notebooks and scripts (the ``swiftstudy`` command calls the 
     probes = swiftstudy.build_probes("cot", "refs.jsonl", "cot.jsonl")  # + generator=...
     validation = swiftstudy.run_validation("validate.yaml", "results/validation")
     demo = swiftstudy.run_demo("demo-out")  # data, base run and the three studies, bundled model
+    session = swiftstudy.Session("smollm2", "runs/base")  # in a notebook: the model loaded once
+    result = session.study(sets={"cot": records, ...}, metrics=[...])  # .scores.to_pandas()
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -35,6 +37,7 @@ __all__ = [
     "ProbeFailure",
     "ProbesResult",
     "ReportFiles",
+    "Session",
     "Strategy",
     "StudyResult",
     "StudySpec",
@@ -63,4 +66,8 @@ def __getattr__(name: str):
         from swiftstudy import report
 
         return getattr(report, name)
+    if name == "Session":
+        from swiftstudy.study.session import Session
+
+        return Session
     raise AttributeError(f"module 'swiftstudy' has no attribute {name!r}")
