@@ -25,7 +25,7 @@ from swiftstudy.model.memory import (
     plan_memory,
     render_memory_plan,
 )
-from swiftstudy.model.states import ModelStates, TargetModule, target_parameters
+from swiftstudy.model.states import ModelStates, TargetModule, find_targets, target_parameters
 
 __all__ = [
     "Checkpoint",
@@ -38,6 +38,7 @@ __all__ = [
     "choose_batch_tokens",
     "default_cache_dir",
     "discover_checkpoints",
+    "find_targets",
     "hash_checkpoint",
     "load_base_model",
     "load_checkpoint_tokenizer",

@@ -229,19 +229,55 @@ class ModelStates:
                 f"cannot load the model: {_first_line(err)}", path=ckpt.path, key=MODEL_CONFIG
             ) from err
         model.to(self._device)
-        targets = [
-            TargetModule(name, module)
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear)
-            and any(p.search(f"{name}.weight") for p in self._full_params)
-        ]
-        if not targets:
-            raise InputError(
-                f"no Linear weight matches {[p.pattern for p in self._full_params]}",
-                path=ckpt.path,
-                key="params",
-            )
-        return model, targets
+        return model, _full_targets(model, self._full_params, ckpt)
+
+
+def find_targets(
+    model: torch.nn.Module, ckpt: Checkpoint, full_params: Sequence[str] = DEFAULT_FULL_PARAMS
+) -> list[TargetModule]:
+    """The gradient targets of a model already in its state, such as a model being trained.
+
+    The targets ``ModelStates.load`` would pick for the same state: a ``PeftModel``'s LoRA
+    matrices (refusing what is not plain LoRA, as for a saved adapter), else the Linear layers
+    whose weight names match ``full_params``.
+
+    Args:
+        model: The model, a ``PeftModel`` or a full model.
+        ckpt: Where the state is (or will be) saved, named in errors; its kind is not read.
+        full_params: For a full model, regexes over ``<module>.weight`` names.
+
+    Raises:
+        InputError: The adapter is not plain Linear LoRA, or no Linear weight matches.
+    """
+    if not isinstance(model, PeftModel):
+        return _full_targets(model, _compile_patterns(full_params), ckpt)
+    config = model.peft_config.get(_ADAPTER)
+    if config is None or config.peft_type != "LORA":
+        raise _unsupported(ckpt, f"the model has no LoRA adapter named {_ADAPTER!r}")
+    for field, what in _UNSUPPORTED_CONFIG.items():
+        if getattr(config, field, None):
+            raise InputError(f"{what} is not supported; {_PLAIN_LORA}", key=f"peft_config.{field}")
+    if getattr(config, "bias", "none") != "none":
+        raise InputError(f"trained biases are not supported; {_PLAIN_LORA}", key="peft_config.bias")
+    return _lora_targets(model, ckpt)
+
+
+def _full_targets(
+    model: torch.nn.Module, patterns: Sequence[re.Pattern[str]], ckpt: Checkpoint
+) -> list[TargetModule]:
+    """The Linear layers whose ``<module>.weight`` names match one of ``patterns``."""
+    targets = [
+        TargetModule(name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and any(p.search(f"{name}.weight") for p in patterns)
+    ]
+    if not targets:
+        raise InputError(
+            f"no Linear weight matches {[p.pattern for p in patterns]}",
+            path=ckpt.path,
+            key="params",
+        )
+    return targets
 
 
 def _compile_patterns(patterns: Sequence[str]) -> list[re.Pattern[str]]:
