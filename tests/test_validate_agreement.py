@@ -17,7 +17,7 @@ from swiftstudy.validate.agreement import (
     load_swift_scores,
     match_strategies,
 )
-from swiftstudy.validate.evaluators import EvalQuery, Grade
+from swiftstudy.validate.grading import EvalQuery, Grade
 from swiftstudy.validate.likelihood import QueryNll
 from swiftstudy.validate.outputs import render_accuracy_csv, render_table_md
 from swiftstudy.validate.results import compute_accuracy_rows, compute_task_accuracies

@@ -14,15 +14,14 @@ from swiftstudy.validate.evaluators import (
     CallableEvaluator,
     ChoiceEvaluator,
     ContainsEvaluator,
-    EvalQuery,
     ExactEvaluator,
     NumericEvaluator,
     RegexEvaluator,
     build_evaluator,
     extract_last_number,
-    load_eval_queries,
     normalize_text,
 )
+from swiftstudy.validate.grading import EvalQuery, load_eval_queries
 
 
 def _query(golden: str, prompt: str = "q", checkpoints: tuple[str, ...] = ()) -> EvalQuery:
@@ -209,3 +208,38 @@ def test_query_text_of_a_conversation():
     )
     assert EvalQuery(example).query_text == "system: be brief\nuser: 2+2?"
     assert _query("4", prompt="2+2?").query_text == "2+2?"
+
+
+def test_validate_modules_import_each_other_without_a_cycle():
+    # Every import counts, those inside functions too: the judge and the rule evaluators share
+    # the interface in grading.py instead of importing each other.
+    import ast
+
+    import swiftstudy.validate
+
+    folder = Path(swiftstudy.validate.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        prefix = "swiftstudy.validate."
+        graph[path.stem] = {m[len(prefix) :] for m in imported if m.startswith(prefix)}
+    assert "grading" in graph["judge"] and "judge" in graph["evaluators"]  # read both kinds
+    done, visiting = set(), []
+
+    def visit(module):
+        assert module not in visiting, f"import cycle: {' -> '.join([*visiting, module])}"
+        if module in done:
+            return
+        visiting.append(module)
+        for child in graph.get(module, ()):
+            visit(child)
+        visiting.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)

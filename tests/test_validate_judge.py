@@ -14,7 +14,8 @@ import pytest
 from swiftstudy.data import Example, Message
 from swiftstudy.generate import CachedGenerator, FunctionGenerator, GenerationCache
 from swiftstudy.validate.evaluator_spec import EvaluatorSpec, JudgeSpec
-from swiftstudy.validate.evaluators import EvalQuery, build_evaluator
+from swiftstudy.validate.evaluators import build_evaluator
+from swiftstudy.validate.grading import EvalQuery
 from swiftstudy.validate.judge import (
     JudgeEvaluator,
     parse_verdict,

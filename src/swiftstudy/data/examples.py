@@ -28,6 +28,7 @@ The source is a JSONL file, a folder written by ``save_to_disk``, a folder of da
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -92,6 +93,10 @@ class Example:
         origin: Where it came from, ``path:line`` (1-based) or ``path[row]``, for error messages.
         format: How it is rendered into tokens: ``swiftstudy`` (its own formats) or one of
             ``TRL_FORMATS`` (as TRL's SFTTrainer renders it for training).
+        record: Every field of the JSON line or dataset row it was read from, as read (before
+            ``columns`` renames), ``null`` fields dropped: what a strategy template or the eval
+            set's ``checkpoints`` read beyond the example, so no one reads the file again. Empty
+            for an example built in code; not compared.
     """
 
     id: str
@@ -100,6 +105,7 @@ class Example:
     response: str
     origin: str
     format: str = FORMAT_SWIFTSTUDY
+    record: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -195,8 +201,7 @@ def _parse_records(
     examples: list[Example] = []
     seen: dict[str, _Location] = {}
     for index, (location, record) in enumerate(records):
-        record = _renamed(record, columns or {}, location)
-        example = _parse_record(record, index, location, trl=format == READ_TRL)
+        example = _parse_record(record, index, location, columns or {}, trl=format == READ_TRL)
         if example.id in seen:
             raise location.error(
                 f"duplicate id {example.id!r}, also on {seen[example.id].where}", key="id"
@@ -337,9 +342,11 @@ def _rows(dataset: Any, path: str | Path) -> Iterator[tuple[_Location, Any]]:
         yield _Location(path, row=row), record
 
 
-def _renamed(record: Any, columns: Mapping[str, str], location: _Location) -> Any:
+def _renamed(
+    record: Mapping[str, Any], columns: Mapping[str, str], location: _Location
+) -> Mapping[str, Any]:
     """The record with each mapped field read from its column (the column's own name dropped)."""
-    if not columns or not isinstance(record, Mapping):
+    if not columns:
         return record
     for field, column in columns.items():
         if column not in record:
@@ -350,11 +357,14 @@ def _renamed(record: Any, columns: Mapping[str, str], location: _Location) -> An
     return renamed
 
 
-def _parse_record(record: Any, index: int, location: _Location, *, trl: bool) -> Example:
+def _parse_record(
+    raw: Any, index: int, location: _Location, columns: Mapping[str, str], *, trl: bool
+) -> Example:
     """Turn one JSON object (or dataset row) into an Example, or raise an InputError."""
-    if not isinstance(record, Mapping):
-        raise location.error(f"expected a JSON object, got {type(record).__name__}")
-    record = {key: value for key, value in record.items() if value is not None}
+    if not isinstance(raw, Mapping):
+        raise location.error(f"expected a JSON object, got {type(raw).__name__}")
+    renamed = _renamed(raw, columns, location)
+    record = {key: value for key, value in renamed.items() if value is not None}
     pair_keys = [key for key in ("prompt", "response", "completion") if key in record]
     if "messages" in record and pair_keys:
         raise location.error(
@@ -390,6 +400,7 @@ def _parse_record(record: Any, index: int, location: _Location, *, trl: bool) ->
         response=response,
         origin=location.origin,
         format=format,
+        record={key: value for key, value in raw.items() if value is not None},
     )
 
 

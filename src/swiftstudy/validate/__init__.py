@@ -10,13 +10,8 @@ scores and the measured changes (accuracy gain and −Δnll).
 
 from swiftstudy.validate.agreement import Agreement, StrategyAgreement, SwiftScore
 from swiftstudy.validate.evaluator_spec import EvaluatorSpec, JudgeSpec
-from swiftstudy.validate.evaluators import (
-    EvalQuery,
-    Evaluator,
-    Grade,
-    build_evaluator,
-    load_eval_queries,
-)
+from swiftstudy.validate.evaluators import build_evaluator
+from swiftstudy.validate.grading import EvalQuery, Evaluator, Grade, load_eval_queries
 from swiftstudy.validate.likelihood import QueryNll, compute_completion_nlls
 from swiftstudy.validate.results import AccuracyRow, PredictionRow
 from swiftstudy.validate.run import RunOutcome, ValidationResult, run_validation

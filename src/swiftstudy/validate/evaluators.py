@@ -25,15 +25,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 import logging
 import math
 import re
 import sys
 import unicodedata
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,71 +43,15 @@ from swiftstudy.constants import (
     EVALUATOR_NUMERIC,
     EVALUATOR_REGEX,
 )
-from swiftstudy.data import Example, load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.validate.evaluator_spec import EvaluatorSpec, JudgeSpec
+from swiftstudy.validate.grading import EvalQuery, Evaluator, Grade
 
 logger = logging.getLogger(__name__)
 
 #: A number: optional minus sign, digits with optional thousands commas, optional decimals and
 #: exponent; not glued to a word or a decimal point before it ("x2", ".5" are not read as 2, 5).
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
-_CHECKPOINTS_FIELD = "checkpoints"
-
-
-@dataclass(frozen=True)
-class EvalQuery:
-    """A query of the eval set: the example (prompt and golden response) and what to check.
-
-    Attributes:
-        example: The prompt turns and the golden ``response``.
-        checkpoints: Points a correct answer must get right, from the record's ``checkpoints``
-            field (a string or a list of strings); only the judge reads them.
-    """
-
-    example: Example
-    checkpoints: tuple[str, ...] = ()
-
-    @property
-    def golden(self) -> str:
-        return self.example.response
-
-    @property
-    def query_text(self) -> str:
-        """The prompt as text: the user turn alone, or ``role: content`` lines for several turns."""
-        turns = self.example.prompt
-        if len(turns) == 1:
-            return turns[0].content
-        return "\n".join(f"{message.role}: {message.content}" for message in turns)
-
-
-@dataclass(frozen=True)
-class Grade:
-    """An evaluator's verdict on one answer.
-
-    Attributes:
-        correct: Whether the answer is right.
-        extracted: What the evaluator read from the answer (the number, the label, the judge's
-            reply), ``None`` when it found nothing.
-    """
-
-    correct: bool
-    extracted: str | None = None
-
-
-class Evaluator(ABC):
-    """Grades answers against golden responses."""
-
-    def check(self, queries: Sequence[EvalQuery]) -> None:  # noqa: B027 - an optional hook
-        """Refuse golden responses this evaluator cannot read (before any model work).
-
-        Raises:
-            InputError: At the file and line of the first unreadable golden response.
-        """
-
-    @abstractmethod
-    def grade_all(self, queries: Sequence[EvalQuery], answers: Sequence[str]) -> list[Grade]:
-        """Grade ``answers[i]`` as an answer to ``queries[i]``."""
 
 
 class PointwiseEvaluator(Evaluator):
@@ -325,55 +267,6 @@ def _import_module(name: str, base_dir: Path) -> Any:
             f"cannot import {name!r} ({err}); not a module on sys.path nor {local}",
             key="eval.evaluator",
         ) from err
-
-
-def load_eval_queries(
-    path: Path, *, split: str | None = None, limit: int | None = None
-) -> list[EvalQuery]:
-    """Load the eval set: its examples (as any example file) and their optional checkpoints.
-
-    Args:
-        path: A JSONL file or a saved dataset, in the example formats.
-        split: The split of a saved ``DatasetDict``.
-        limit: Keep only the first ``limit`` queries.
-
-    Raises:
-        InputError: The file is not a valid example file, or a ``checkpoints`` field is not a
-            string or a list of strings.
-    """
-    examples = load_examples(path, split=split)
-    extras = _read_checkpoints(path, split, len(examples))
-    queries = [EvalQuery(e, c) for e, c in zip(examples, extras, strict=True)]
-    return queries if limit is None else queries[:limit]
-
-
-def _read_checkpoints(path: Path, split: str | None, n: int) -> list[tuple[str, ...]]:
-    """The ``checkpoints`` field of every record, in the order ``load_examples`` reads them."""
-    if path.is_dir():
-        import datasets
-
-        loaded = datasets.load_from_disk(str(path))
-        table = loaded[split] if split is not None else loaded
-        values = table[_CHECKPOINTS_FIELD] if _CHECKPOINTS_FIELD in table.column_names else []
-        origins = [f"{path}[{row}]" for row in range(n)]
-    else:
-        values, origins = [], []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                values.append(json.loads(line).get(_CHECKPOINTS_FIELD))
-                origins.append(f"{path}:{number}")
-    values = list(values) + [None] * (n - len(values))
-    return [_checkpoints(value, origin) for value, origin in zip(values, origins, strict=False)]
-
-
-def _checkpoints(value: Any, origin: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return tuple(value)
-    raise InputError("must be a string or a list of strings", path=origin, key=_CHECKPOINTS_FIELD)
 
 
 def _golden_error(query: EvalQuery, message: str) -> InputError:

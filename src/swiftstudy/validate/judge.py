@@ -24,7 +24,7 @@ from swiftstudy.generate import (
     OpenAISettings,
 )
 from swiftstudy.validate.evaluator_spec import JudgeSpec
-from swiftstudy.validate.evaluators import EvalQuery, Evaluator, Grade
+from swiftstudy.validate.grading import EvalQuery, Evaluator, Grade
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 VALIDATE_NLL_DIR = "nll"
 #: Bumped when a change makes cached NLLs wrong (the rendering or the loss).
 _NLL_FORMAT = 1
-#: Fields of an example that name it or say where it came from, not what is rendered.
-_NAMING_FIELDS = ("id", "task", "origin")
+#: Fields of an example that name it or say where it came from, not what is rendered (the
+#: ``record`` it was read from is rendered through ``prompt`` and ``response`` alone).
+_NAMING_FIELDS = ("id", "task", "origin", "record")
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def score_checkpoint(
 
 def _query_key(example: Example) -> str:
     """What the NLL depends on besides the model: every field the rendering may read."""
-    return _digest({k: v for k, v in asdict(example).items() if k not in _NAMING_FIELDS})
+    plain = asdict(replace(example, record={}))  # not rendered: not worth asdict's deep copy
+    return _digest({k: v for k, v in plain.items() if k not in _NAMING_FIELDS})
 
 
 def _digest(value: Any) -> str:

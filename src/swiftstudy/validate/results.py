@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from swiftstudy.validate.evaluators import EvalQuery, Grade
+from swiftstudy.validate.grading import EvalQuery, Grade
 from swiftstudy.validate.likelihood import QueryNll
 from swiftstudy.validate.stats import (
     compute_mcnemar_p_value,

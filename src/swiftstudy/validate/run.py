@@ -59,13 +59,14 @@ from swiftstudy.validate.agreement import (
     load_swift_scores,
     match_strategies,
 )
-from swiftstudy.validate.evaluators import EvalQuery, Grade, build_evaluator, load_eval_queries
+from swiftstudy.validate.evaluators import build_evaluator
 from swiftstudy.validate.generation import (
     BaseModelStates,
     CheckpointGenerator,
     GenerationSettings,
     resolve_device,
 )
+from swiftstudy.validate.grading import EvalQuery, Grade, load_eval_queries
 from swiftstudy.validate.likelihood import VALIDATE_NLL_DIR, NllCache, QueryNll, score_checkpoint
 from swiftstudy.validate.outputs import (
     render_accuracy_csv,
