@@ -14,8 +14,8 @@ from swiftstudy.cli.main import main
 from swiftstudy.demo.recipes import RECIPES
 from swiftstudy.demo.run import render_summary
 from swiftstudy.model import Checkpoint
+from swiftstudy.report.results import ScoreRow
 from swiftstudy.study import StudyResult
-from swiftstudy.study.outputs import ScoreRow
 
 
 def test_a_folder_whose_demo_files_are_not_a_demos_is_refused(tmp_path: Path, capsys):

@@ -9,21 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from swiftstudy.study.outputs import (
-    NormRow,
-    RelInfRow,
-    ScoreRow,
-    render_norms_csv,
-    render_relinf_csv,
-    render_scores_csv,
-    render_tokens_jsonl,
-)
 
 from swiftstudy import ReportFiles, render_report
 from swiftstudy.cli.main import main
 from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import VALIDITY_NOTE, VERDICT_POSITIVE
-from swiftstudy.report.results import build_metric_pairs, load_study_tables
+from swiftstudy.report.results import (
+    NormRow,
+    RelInfRow,
+    ScoreRow,
+    build_metric_pairs,
+    load_study_tables,
+    render_norms_csv,
+    render_relinf_csv,
+    render_scores_csv,
+    render_tokens_jsonl,
+)
 from swiftstudy.scores import BootstrapSettings, compute_study_statistics
 
 STEPS = (0, 50, 100)

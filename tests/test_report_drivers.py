@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from swiftstudy.study.outputs import (
+from swiftstudy import render_report
+from swiftstudy.config.yamlio import dump_yaml
+from swiftstudy.report.drivers import find_metric_drivers, first_words
+from swiftstudy.report.results import (
     RelInfRow,
     ScoreRow,
+    load_study_tables,
     render_relinf_csv,
     render_scores_csv,
     render_tokens_jsonl,
 )
-
-from swiftstudy import render_report
-from swiftstudy.config.yamlio import dump_yaml
-from swiftstudy.report.drivers import find_metric_drivers, first_words
-from swiftstudy.report.results import load_study_tables
 from swiftstudy.scores import BootstrapSettings
 
 METRIC = "Plain → Cross-task"

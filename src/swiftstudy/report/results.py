@@ -1,4 +1,9 @@
-"""Read a study's result folder back: the saved tables a report is rendered from.
+"""A study's result tables: their columns and rows, the text the study writes, and reading it back.
+
+``scores.csv``, ``relinf.csv``, ``norms.csv`` and ``tokens.jsonl`` are defined here once, for the
+study that writes them (``render_*``) and for the report and ``validate`` that read them (other
+tools read them too: the names and columns are part of the interface). Readers require only the
+columns they use, chosen from the same definitions (:func:`select_columns`).
 
 Nothing here recomputes a gradient. ``relinf.csv`` holds every pair a metric uses and
 ``tokens.jsonl`` every scored example in set order, so each metric's ``(P, E)`` RelInf matrix and
@@ -14,9 +19,10 @@ and the eval example's squared norm, ``norms.csv`` every example's squared norm 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,140 @@ from swiftstudy.constants import (
 )
 from swiftstudy.errors import InputError
 from swiftstudy.scores import MetricPairs, PairMatrix, compute_pair_mask, normalize_pair_scores
+
+SCORES_COLUMNS = (
+    "metric",
+    "context",
+    "probes",
+    "evals",
+    "step",
+    "checkpoint",
+    "value",
+    "n_pairs",
+    "ci_low",
+    "ci_high",
+)
+RELINF_COLUMNS = (
+    "step",
+    "checkpoint",
+    "probe_set",
+    "probe_id",
+    "probe_task",
+    "eval_set",
+    "eval_id",
+    "eval_task",
+    "dot",
+    "eval_sqnorm",
+    "relinf",
+)
+NORMS_COLUMNS = ("step", "checkpoint", "set", "id", "task", "n_completion_tokens", "sqnorm")
+
+
+def select_columns(columns: Sequence[str], *names: str) -> tuple[str, ...]:
+    """``names``, in the table's column order: the columns a reader requires.
+
+    Raises:
+        ValueError: A name is not a column of the table (a reader out of step with the writer).
+    """
+    unknown = sorted(set(names) - set(columns))
+    if unknown:
+        raise ValueError(f"not a column of the table: {', '.join(unknown)}")
+    return tuple(c for c in columns if c in names)
+
+
+#: What the readers here use of each table; older folders may lack the other columns.
+_SCORES_READ = select_columns(SCORES_COLUMNS, "metric", "step", "n_pairs")
+_RELINF_READ = select_columns(
+    RELINF_COLUMNS,
+    "step",
+    "probe_set",
+    "probe_id",
+    "eval_set",
+    "eval_id",
+    "dot",
+    "eval_sqnorm",
+    "relinf",
+)
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One line of ``scores.csv``: a metric at a checkpoint (``value`` None: no pairs).
+
+    ``ci_low`` and ``ci_high`` bound its 95% two-way bootstrap interval (None: no interval; see
+    ``swiftstudy.scores.statistics``).
+    """
+
+    metric: str
+    context: str
+    probes: str
+    evals: str
+    step: int
+    checkpoint: str
+    value: float | None
+    n_pairs: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass(frozen=True)
+class RelInfRow:
+    """One line of ``relinf.csv``: a (probe, eval) pair at a checkpoint."""
+
+    step: int
+    checkpoint: str
+    probe_set: str
+    probe_id: str
+    probe_task: str
+    eval_set: str
+    eval_id: str
+    eval_task: str
+    dot: float
+    eval_sqnorm: float
+    relinf: float
+
+
+@dataclass(frozen=True)
+class NormRow:
+    """One line of ``norms.csv``: an example's squared gradient norm at a checkpoint."""
+
+    step: int
+    checkpoint: str
+    set: str
+    id: str
+    task: str
+    n_completion_tokens: int
+    sqnorm: float
+
+
+def render_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV text with a header; floats written with full precision (``repr``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in row])
+    return buffer.getvalue()
+
+
+def render_scores_csv(rows: Sequence[ScoreRow]) -> str:
+    """The text of ``scores.csv``."""
+    return render_csv(SCORES_COLUMNS, ([getattr(r, c) for c in SCORES_COLUMNS] for r in rows))
+
+
+def render_relinf_csv(rows: Sequence[RelInfRow]) -> str:
+    """The text of ``relinf.csv``."""
+    return render_csv(RELINF_COLUMNS, ([getattr(r, c) for c in RELINF_COLUMNS] for r in rows))
+
+
+def render_norms_csv(rows: Sequence[NormRow]) -> str:
+    """The text of ``norms.csv``."""
+    return render_csv(NORMS_COLUMNS, ([getattr(r, c) for c in NORMS_COLUMNS] for r in rows))
+
+
+def render_tokens_jsonl(records: Iterable[dict]) -> str:
+    """The text of ``tokens.jsonl``: one compact JSON object a line."""
+    return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
 
 
 @dataclass(frozen=True)
@@ -60,18 +200,6 @@ class ExampleInfo:
     n_completion_tokens: int
     prompt: str = ""
     response: str = ""
-
-
-@dataclass(frozen=True)
-class NormRecord:
-    """An example's squared gradient norm at a checkpoint (a line of ``norms.csv``)."""
-
-    step: int
-    set: str
-    id: str
-    task: str
-    n_completion_tokens: int
-    sqnorm: float
 
 
 @dataclass(frozen=True)
@@ -100,7 +228,7 @@ class StudyTables:
     examples: dict[str, tuple[ExampleInfo, ...]]
     relinf: dict[tuple[int, str, str], dict[tuple[str, str], float]]
     n_pairs: dict[tuple[str, int], int]
-    norms: tuple[NormRecord, ...] | None
+    norms: tuple[NormRow, ...] | None
     dots: dict[tuple[int, str, str], dict[tuple[str, str], tuple[float, float]]]
     learning_rates: dict[int, float] | None = None
     verdict: tuple[str, str] = DEFAULT_VERDICT_VARIANT
@@ -126,33 +254,22 @@ def load_study_tables(out_dir: str | Path) -> StudyTables:
         raise InputError("expected the resolved study config", path=out_dir / CONFIG_YAML)
     metrics = _metrics(config, out_dir / CONFIG_YAML)
     n_pairs: dict[tuple[str, int], int] = {}
-    for line, row in _read_csv(out_dir / SCORES_CSV, ("metric", "step", "n_pairs")):
+    for line, row in read_csv(out_dir / SCORES_CSV, _SCORES_READ):
         n_pairs[row["metric"], _int(row, "step", out_dir / SCORES_CSV, line)] = _int(
             row, "n_pairs", out_dir / SCORES_CSV, line
         )
-    steps = tuple(sorted({step for _, step in n_pairs}))
+    pairs = list(_read_pairs(out_dir / RELINF_CSV))
+    examples = _read_examples(out_dir / TOKENS_JSONL)
     norms_path = out_dir / NORMS_CSV
-    relinf, dots = _relinf(out_dir / RELINF_CSV)
-    return StudyTables(
-        out_dir=out_dir,
-        config=config,
-        metrics=metrics,
-        steps=steps,
-        examples=_examples(out_dir / TOKENS_JSONL),
-        relinf=relinf,
-        n_pairs=n_pairs,
-        norms=_norms(norms_path) if norms_path.is_file() else None,
-        dots=dots,
-        learning_rates=_learning_rates(config),
-        verdict=_verdict(config),
-    )
+    norms = _read_norms(norms_path) if norms_path.is_file() else None
+    return _assemble(out_dir, config, metrics, n_pairs, pairs, examples, norms)
 
 
 def build_study_tables(
     config: dict[str, Any],
-    scores: Iterable[Any],
-    relinf: Iterable[Any],
-    norms: Iterable[Any],
+    scores: Iterable[ScoreRow],
+    relinf: Iterable[RelInfRow],
+    norms: Iterable[NormRow],
     tokens: Iterable[dict[str, Any]],
     out_dir: Path | None = None,
 ) -> StudyTables:
@@ -160,40 +277,57 @@ def build_study_tables(
 
     Args:
         config: The resolved config (``config.yaml``).
-        scores, relinf, norms: Rows with the attributes of the CSV files' columns.
+        scores, relinf, norms: The rows of the CSV files.
         tokens: The records of ``tokens.jsonl``.
         out_dir: The result folder, if the rows are saved in one.
     """
-    n_pairs = {(r.metric, r.step): r.n_pairs for r in scores}
-    pairs: dict[tuple[int, str, str], dict[tuple[str, str], float]] = {}
+    return _assemble(
+        Path("session") if out_dir is None else out_dir,
+        config,
+        _metrics(config, Path(CONFIG_YAML)),
+        {(r.metric, r.step): r.n_pairs for r in scores},
+        [
+            (r.step, r.probe_set, r.probe_id, r.eval_set, r.eval_id, r.relinf, r.dot, r.eval_sqnorm)
+            for r in relinf
+        ],
+        [_example_info(record) for record in tokens],
+        tuple(norms),
+    )
+
+
+#: A pair of ``relinf.csv``: step, probe set, probe id, eval set, eval id, RelInf, dot product,
+#: the eval example's squared norm.
+_Pair = tuple[int, str, str, str, str, float, float, float]
+
+
+def _assemble(
+    out_dir: Path,
+    config: dict[str, Any],
+    metrics: tuple[MetricDefinition, ...],
+    n_pairs: dict[tuple[str, int], int],
+    pairs: Iterable[_Pair],
+    examples: Iterable[ExampleInfo],
+    norms: tuple[NormRow, ...] | None,
+) -> StudyTables:
+    """The tables, with the pairs keyed by step and sets, then ids, and the examples by set."""
+    relinf: dict[tuple[int, str, str], dict[tuple[str, str], float]] = {}
     dots: dict[tuple[int, str, str], dict[tuple[str, str], tuple[float, float]]] = {}
-    for r in relinf:
-        key, ids = (r.step, r.probe_set, r.eval_set), (r.probe_id, r.eval_id)
-        pairs.setdefault(key, {})[ids] = r.relinf
-        dots.setdefault(key, {})[ids] = (r.dot, r.eval_sqnorm)
-    examples: dict[str, list[ExampleInfo]] = {}
-    for record in tokens:
-        examples.setdefault(record["set"], []).append(
-            ExampleInfo(
-                record["set"],
-                record["id"],
-                record["task"],
-                int(sum(record["completion_mask"])),
-                record.get("prompt", ""),
-                record.get("response", ""),
-            )
-        )
+    for step, probe_set, probe_id, eval_set, eval_id, value, dot, sqnorm in pairs:
+        key, ids = (step, probe_set, eval_set), (probe_id, eval_id)
+        relinf.setdefault(key, {})[ids] = value
+        dots.setdefault(key, {})[ids] = (dot, sqnorm)
+    by_set: dict[str, list[ExampleInfo]] = {}
+    for info in examples:
+        by_set.setdefault(info.set, []).append(info)
     return StudyTables(
-        out_dir=Path("session") if out_dir is None else out_dir,
+        out_dir=out_dir,
         config=config,
-        metrics=_metrics(config, Path(CONFIG_YAML)),
+        metrics=metrics,
         steps=tuple(sorted({step for _, step in n_pairs})),
-        examples={name: tuple(infos) for name, infos in examples.items()},
-        relinf=pairs,
+        examples={name: tuple(infos) for name, infos in by_set.items()},
+        relinf=relinf,
         n_pairs=n_pairs,
-        norms=tuple(
-            NormRecord(r.step, r.set, r.id, r.task, r.n_completion_tokens, r.sqnorm) for r in norms
-        ),
+        norms=norms,
         dots=dots,
         learning_rates=_learning_rates(config),
         verdict=_verdict(config),
@@ -336,12 +470,26 @@ def _metrics(config: dict[str, Any], path: Path) -> tuple[MetricDefinition, ...]
         raise InputError(f"malformed metrics ({err})", path=path, key="spec.metrics") from err
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+class MissingColumnsError(InputError):
+    """A table lacks columns its reader requires (``missing``), found at its header line."""
+
+    def __init__(self, missing: Sequence[str], path: Path) -> None:
+        super().__init__(f"missing column(s) {', '.join(missing)}", path=path, line=1)
+        self.missing = tuple(missing)
+
+
+def read_csv(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """The rows of a CSV table with their line numbers, once its header has every ``required``.
+
+    Raises:
+        MissingColumnsError: The header lacks a required column.
+        OSError: The file cannot be read.
+    """
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in required if c not in (reader.fieldnames or ())]
         if missing:
-            raise InputError(f"missing column(s) {', '.join(missing)}", path=path, line=1)
+            raise MissingColumnsError(missing, path)
         yield from enumerate(reader, start=2)
 
 
@@ -366,52 +514,53 @@ def _float(row: dict[str, str], key: str, path: Path, line: int) -> float:
     return value
 
 
-def _examples(path: Path) -> dict[str, tuple[ExampleInfo, ...]]:
-    examples: dict[str, list[ExampleInfo]] = {}
+def _example_info(record: dict[str, Any]) -> ExampleInfo:
+    return ExampleInfo(
+        set=str(record["set"]),
+        id=str(record["id"]),
+        task=str(record["task"]),
+        n_completion_tokens=int(sum(record["completion_mask"])),
+        prompt=str(record.get("prompt", "")),
+        response=str(record.get("response", "")),
+    )
+
+
+def _read_examples(path: Path) -> list[ExampleInfo]:
+    examples = []
     with path.open(encoding="utf-8") as handle:
         for line, text in enumerate(handle, start=1):
             try:
-                record = json.loads(text)
-                info = ExampleInfo(
-                    set=str(record["set"]),
-                    id=str(record["id"]),
-                    task=str(record["task"]),
-                    n_completion_tokens=int(sum(record["completion_mask"])),
-                    prompt=str(record.get("prompt", "")),
-                    response=str(record.get("response", "")),
-                )
+                examples.append(_example_info(json.loads(text)))
             except (ValueError, KeyError, TypeError) as err:
                 raise InputError(f"malformed record ({err})", path=path, line=line) from err
-            examples.setdefault(info.set, []).append(info)
-    return {name: tuple(infos) for name, infos in examples.items()}
+    return examples
 
 
-def _relinf(path: Path) -> tuple[dict, dict]:
-    """``relinf.csv`` as RelInf and as (dot, eval sqnorm), keyed by step and sets, then ids."""
-    required = ("step", "probe_set", "probe_id", "eval_set", "eval_id", "dot", "eval_sqnorm")
-    pairs: dict[tuple[int, str, str], dict[tuple[str, str], float]] = {}
-    dots: dict[tuple[int, str, str], dict[tuple[str, str], tuple[float, float]]] = {}
-    for line, row in _read_csv(path, (*required, "relinf")):
-        key = (_int(row, "step", path, line), row["probe_set"], row["eval_set"])
-        ids = row["probe_id"], row["eval_id"]
-        pairs.setdefault(key, {})[ids] = _float(row, "relinf", path, line)
-        dots.setdefault(key, {})[ids] = (
+def _read_pairs(path: Path) -> Iterator[_Pair]:
+    """The pairs of ``relinf.csv``, in file order."""
+    for line, row in read_csv(path, _RELINF_READ):
+        yield (
+            _int(row, "step", path, line),
+            row["probe_set"],
+            row["probe_id"],
+            row["eval_set"],
+            row["eval_id"],
+            _float(row, "relinf", path, line),
             _float(row, "dot", path, line),
             _float(row, "eval_sqnorm", path, line),
         )
-    return pairs, dots
 
 
-def _norms(path: Path) -> tuple[NormRecord, ...]:
-    required = ("step", "set", "id", "task", "n_completion_tokens", "sqnorm")
+def _read_norms(path: Path) -> tuple[NormRow, ...]:
     return tuple(
-        NormRecord(
+        NormRow(
             step=_int(row, "step", path, line),
+            checkpoint=row["checkpoint"],
             set=row["set"],
             id=row["id"],
             task=row["task"],
             n_completion_tokens=_int(row, "n_completion_tokens", path, line),
             sqnorm=_float(row, "sqnorm", path, line),
         )
-        for line, row in _read_csv(path, required)
+        for line, row in read_csv(path, NORMS_COLUMNS)
     )

@@ -1,7 +1,7 @@
 """Orchestration: a study over checkpoints × example sets, its spec and its result files."""
 
+from swiftstudy.report.results import RelInfRow, ScoreRow
 from swiftstudy.study.grams import StudyWork
-from swiftstudy.study.outputs import RelInfRow, ScoreRow
 from swiftstudy.study.run import StudyResult, run_study
 from swiftstudy.study.spec import (
     CheckpointRef,

@@ -20,8 +20,7 @@ from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
 from swiftstudy.model import Checkpoint
 from swiftstudy.provenance import describe_provenance
-from swiftstudy.study.grams import StudyWork
-from swiftstudy.study.outputs import (
+from swiftstudy.report.results import (
     NORMS_COLUMNS,
     RELINF_COLUMNS,
     SCORES_COLUMNS,
@@ -30,6 +29,7 @@ from swiftstudy.study.outputs import (
     render_scores_csv,
     render_tokens_jsonl,
 )
+from swiftstudy.study.grams import StudyWork
 
 if TYPE_CHECKING:
     import pandas

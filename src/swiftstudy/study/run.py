@@ -40,6 +40,12 @@ from swiftstudy.model import (
     discover_checkpoints,
 )
 from swiftstudy.provenance import describe_provenance
+from swiftstudy.report.results import (
+    render_norms_csv,
+    render_relinf_csv,
+    render_scores_csv,
+    render_tokens_jsonl,
+)
 from swiftstudy.study.cache import (
     GradientCache,
     prune_gradient_cache,
@@ -56,12 +62,6 @@ from swiftstudy.study.compute import (
 )
 from swiftstudy.study.compute import learning_rates as compute_learning_rates
 from swiftstudy.study.distributed import start_processes
-from swiftstudy.study.outputs import (
-    render_norms_csv,
-    render_relinf_csv,
-    render_scores_csv,
-    render_tokens_jsonl,
-)
 from swiftstudy.study.result import StudyResult
 from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study_spec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables

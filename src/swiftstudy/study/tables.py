@@ -15,6 +15,7 @@ import torch
 
 from swiftstudy.data import TokenizedExample
 from swiftstudy.model import Checkpoint
+from swiftstudy.report.results import NormRow, RelInfRow, ScoreRow
 from swiftstudy.scores import (
     MetricPairs,
     PairMatrix,
@@ -24,7 +25,6 @@ from swiftstudy.scores import (
     compute_relinf,
     compute_study_statistics,
 )
-from swiftstudy.study.outputs import NormRow, RelInfRow, ScoreRow
 from swiftstudy.study.rows import RowMaps
 from swiftstudy.study.spec import MetricSpec, StudySpec
 

@@ -18,7 +18,6 @@ loss-only validation the accuracy side is empty (``None``).
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from collections.abc import Sequence
@@ -29,6 +28,12 @@ from typing import Any
 from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
 from swiftstudy.errors import InputError
+from swiftstudy.report.results import (
+    SCORES_COLUMNS,
+    MissingColumnsError,
+    read_csv,
+    select_columns,
+)
 from swiftstudy.scores import compute_rank_correlation
 from swiftstudy.validate.results import AccuracyRow
 from swiftstudy.validate.spec import RunSpec, ValidateSpec
@@ -36,7 +41,10 @@ from swiftstudy.validate.stats import compute_spearman_interval, compute_wilson_
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED_COLUMNS = ("metric", "context", "probes", "evals", "step", "value")
+#: What the agreement reads of a study's ``scores.csv``.
+_REQUIRED_COLUMNS = select_columns(
+    SCORES_COLUMNS, "metric", "context", "probes", "evals", "step", "value"
+)
 _NAME_TOKEN = re.compile(r"[^0-9a-z_]+")
 
 
@@ -151,19 +159,18 @@ def load_swift_scores(path: Path) -> dict[str, SwiftScore]:
         InputError: The file is missing, lacks a column, or holds a value that is not a number.
     """
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-            columns = rows[0].keys() if rows else []
+        rows = list(read_csv(path, _REQUIRED_COLUMNS))
+        if not rows:  # a header alone is not a study's scores either
+            raise MissingColumnsError(_REQUIRED_COLUMNS, path)
+    except MissingColumnsError as err:
+        raise InputError(
+            f"not a study's scores.csv: no {', '.join(err.missing)} column", path=path, key="swift"
+        ) from None
     except OSError as err:
         raise InputError(f"cannot read scores: {err.strerror}", path=path, key="swift") from err
-    missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise InputError(
-            f"not a study's scores.csv: no {', '.join(missing)} column", path=path, key="swift"
-        )
     values: dict[str, list[float]] = {}
     first: dict[str, dict[str, str]] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         first.setdefault(row["metric"], row)
         values.setdefault(row["metric"], [])
         if row["value"]:
