@@ -12,16 +12,13 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from conftest import build_tiny_llama, build_tiny_tokenizer
+from swiftstudy.constants import OPTIMIZER_FILE
 from swiftstudy.data import load_examples, tokenize_examples
 from swiftstudy.errors import InputError
 from swiftstudy.gradients import compute_gradients
-from swiftstudy.gradients.preconditioning import (
-    OPTIMIZER_FILE,
-    compute_adam_update,
-    load_adam_moments,
-    trainer_parameter_order,
-)
+from swiftstudy.gradients.preconditioning import compute_adam_update
 from swiftstudy.model import ModelStates, discover_checkpoints, load_base_model
+from swiftstudy.model.optimizer import load_adam_moments, trainer_parameter_order
 from swiftstudy.train import run_training
 
 BETA1, BETA2 = 0.9, 0.999

@@ -29,6 +29,8 @@ CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINER_STATE = "trainer_state.json"
+#: The Trainer's optimizer state (``state_dict``) in a checkpoint folder.
+OPTIMIZER_FILE = "optimizer.pt"
 
 # Output files of a study (other tools read these names: keep them).
 SCORES_CSV = "scores.csv"

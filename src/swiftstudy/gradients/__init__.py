@@ -9,12 +9,7 @@ from swiftstudy.gradients.engine import (
 )
 from swiftstudy.gradients.loss import compute_completion_nll
 from swiftstudy.gradients.naive import compute_naive_gradients
-from swiftstudy.gradients.preconditioning import (
-    AdamMoments,
-    compute_adam_update,
-    load_adam_moments,
-    trainer_parameter_order,
-)
+from swiftstudy.gradients.preconditioning import compute_adam_update
 from swiftstudy.gradients.projection import (
     project_gradients,
     projected_dot_std_bound,
@@ -24,7 +19,6 @@ from swiftstudy.gradients.projection import (
 )
 
 __all__ = [
-    "AdamMoments",
     "Batch",
     "collate",
     "compute_adam_update",
@@ -34,12 +28,10 @@ __all__ = [
     "compute_naive_gradients",
     "default_batch_tokens",
     "gradient_dimension",
-    "load_adam_moments",
     "plan_batches",
     "project_gradients",
     "projected_dot_std_bound",
     "projected_dot_variance",
     "rademacher_rows",
     "relative_error_bound",
-    "trainer_parameter_order",
 ]

@@ -2,7 +2,8 @@
 
 ``load_base_model`` reads the bundled SmolLM2, a ``.gguf`` file, a local folder or a hub id;
 ``discover_checkpoints`` turns a Trainer output folder or an explicit list into a sorted series;
-``ModelStates`` applies each checkpoint to the base model and names the gradient targets.
+``ModelStates`` applies each checkpoint to the base model and names the gradient targets;
+``load_adam_moments`` reads a checkpoint's optimizer state for Adam preconditioning.
 """
 
 from swiftstudy.model.checkpoints import (
@@ -25,9 +26,11 @@ from swiftstudy.model.memory import (
     plan_memory,
     render_memory_plan,
 )
+from swiftstudy.model.optimizer import AdamMoments, load_adam_moments, trainer_parameter_order
 from swiftstudy.model.states import ModelStates, TargetModule, find_targets, target_parameters
 
 __all__ = [
+    "AdamMoments",
     "Checkpoint",
     "GradientWorkload",
     "MemoryPlan",
@@ -40,10 +43,12 @@ __all__ = [
     "discover_checkpoints",
     "find_targets",
     "hash_checkpoint",
+    "load_adam_moments",
     "load_base_model",
     "load_checkpoint_tokenizer",
     "load_learning_rate_log",
     "plan_memory",
     "render_memory_plan",
     "target_parameters",
+    "trainer_parameter_order",
 ]

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import (
     CHECKPOINT_KIND_FULL,
+    OPTIMIZER_FILE,
     PRECONDITIONER_ADAM,
     TRAINER_STATE,
     WEIGHTING_LR,
@@ -28,7 +29,6 @@ from swiftstudy.constants import (
 from swiftstudy.data import Example, TokenizedExample, tokenize_examples
 from swiftstudy.fileio import sha256_hex
 from swiftstudy.gradients import relative_error_bound
-from swiftstudy.gradients.preconditioning import OPTIMIZER_FILE
 from swiftstudy.model import (
     Checkpoint,
     ModelStates,

@@ -23,10 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
-from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER, PRECONDITIONER_ADAM, PRECONDITIONER_NONE
-from swiftstudy.gradients import compute_adam_update, load_adam_moments, project_gradients
-from swiftstudy.gradients.preconditioning import OPTIMIZER_FILE, trainer_parameter_order
-from swiftstudy.model import Checkpoint, TargetModule
+from swiftstudy.constants import (
+    CHECKPOINT_KIND_ADAPTER,
+    OPTIMIZER_FILE,
+    PRECONDITIONER_ADAM,
+    PRECONDITIONER_NONE,
+)
+from swiftstudy.gradients import compute_adam_update, project_gradients
+from swiftstudy.model import Checkpoint, TargetModule, load_adam_moments, trainer_parameter_order
 
 logger = logging.getLogger(__name__)
 
