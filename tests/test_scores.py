@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -94,3 +96,12 @@ def test_dot_products_accumulate_in_float64_across_chunks():
 def test_dot_products_refuse_mismatched_dimensions():
     with pytest.raises(ValueError, match="dimensions"):
         compute_dot_products(torch.zeros(1, 3), torch.zeros(1, 4))
+
+
+def test_importing_scores_loads_no_transformers_or_peft():
+    # swiftstudy/__init__ imports its public names lazily: the math needs no model libraries.
+    code = (
+        "import swiftstudy.scores, sys; "
+        "assert 'transformers' not in sys.modules and 'peft' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

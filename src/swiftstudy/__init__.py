@@ -13,24 +13,41 @@ The public API, for notebooks and scripts (the ``swiftstudy`` command calls the 
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from swiftstudy.lazy import lazy_exports
 
 try:
     __version__ = version("swiftstudy")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from swiftstudy.data.strategies import Strategy, load_strategy
-from swiftstudy.demo import run_demo
-from swiftstudy.errors import InputError
-from swiftstudy.probes import ProbeFailure, ProbesResult, build_probes
-from swiftstudy.study import (
-    StudyResult,
-    StudySpec,
-    load_study_spec,
-    run_study,
-)
-from swiftstudy.train import TrainResult, TrainSpec, load_train_spec, run_training
-from swiftstudy.validate import ValidateSpec, ValidationResult, load_validate_spec, run_validation
+#: Each public name and the module it comes from. They are imported on first use, so that
+#: ``import swiftstudy.scores`` (or ``swiftstudy.data``) loads no transformers, peft or matplotlib.
+_SOURCES = {
+    "InputError": "swiftstudy.errors",
+    "ProbeFailure": "swiftstudy.probes",
+    "ProbesResult": "swiftstudy.probes",
+    "ReportFiles": "swiftstudy.report",
+    "Session": "swiftstudy.study.session",
+    "Strategy": "swiftstudy.data.strategies",
+    "StudyResult": "swiftstudy.study",
+    "StudySpec": "swiftstudy.study",
+    "TrainResult": "swiftstudy.train",
+    "TrainSpec": "swiftstudy.train",
+    "ValidateSpec": "swiftstudy.validate",
+    "ValidationResult": "swiftstudy.validate",
+    "build_probes": "swiftstudy.probes",
+    "load_strategy": "swiftstudy.data.strategies",
+    "load_study_spec": "swiftstudy.study",
+    "load_train_spec": "swiftstudy.train",
+    "load_validate_spec": "swiftstudy.validate",
+    "render_report": "swiftstudy.report",
+    "run_demo": "swiftstudy.demo",
+    "run_study": "swiftstudy.study",
+    "run_training": "swiftstudy.train",
+    "run_validation": "swiftstudy.validate",
+}
 
 __all__ = [
     "InputError",
@@ -58,16 +75,21 @@ __all__ = [
     "run_validation",
 ]
 
+if TYPE_CHECKING:
+    from swiftstudy.data.strategies import Strategy, load_strategy
+    from swiftstudy.demo import run_demo
+    from swiftstudy.errors import InputError
+    from swiftstudy.probes import ProbeFailure, ProbesResult, build_probes
+    from swiftstudy.report import ReportFiles, render_report
+    from swiftstudy.study import StudyResult, StudySpec, load_study_spec, run_study
+    from swiftstudy.study.session import Session
+    from swiftstudy.train import TrainResult, TrainSpec, load_train_spec, run_training
+    from swiftstudy.validate import (
+        ValidateSpec,
+        ValidationResult,
+        load_validate_spec,
+        run_validation,
+    )
 
-def __getattr__(name: str):
-    # The report draws with matplotlib: import it on first use, so `import swiftstudy` (and
-    # swiftstudy.scores) stays free of plotting.
-    if name in ("ReportFiles", "render_report"):
-        from swiftstudy import report
 
-        return getattr(report, name)
-    if name == "Session":
-        from swiftstudy.study.session import Session
-
-        return Session
-    raise AttributeError(f"module 'swiftstudy' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)
