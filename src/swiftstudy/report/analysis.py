@@ -20,7 +20,12 @@ from swiftstudy.constants import (
     MIN_VALID_RESAMPLE_SHARE,
 )
 from swiftstudy.report.results import StudyTables, build_metric_pairs
-from swiftstudy.report.verdicts import VerdictAnalysis, analyze_verdicts, describe_verdicts
+from swiftstudy.report.verdicts import (
+    VerdictAnalysis,
+    analyze_verdicts,
+    describe_difference,
+    describe_verdicts,
+)
 from swiftstudy.scores import (
     BootstrapSettings,
     Comparison,
@@ -217,14 +222,14 @@ def _describe_metric(metric: MetricStatistics) -> dict[str, Any]:
 
 
 def _describe_comparison(comparison: Comparison) -> dict[str, Any]:
-    return {
-        "metric": comparison.metric,
-        "baseline": comparison.baseline,
-        "difference": "metric - baseline",
-        **_describe_summary(comparison.summary),
-        "metric_above_from_step": comparison.metric_above_from,
-        "baseline_above_from_step": comparison.baseline_above_from,
-        "metric_significantly_above_from_step": comparison.metric_significantly_above_from,
-        "baseline_significantly_above_from_step": comparison.baseline_significantly_above_from,
-        "steps": [{"step": step, **_describe_estimate(e)} for step, e in comparison.steps],
-    }
+    return describe_difference(
+        (comparison.metric, "baseline", comparison.baseline, "baseline"),
+        {
+            **_describe_summary(comparison.summary),
+            "metric_above_from_step": comparison.metric_above_from,
+            "baseline_above_from_step": comparison.baseline_above_from,
+            "metric_significantly_above_from_step": comparison.metric_significantly_above_from,
+            "baseline_significantly_above_from_step": comparison.baseline_significantly_above_from,
+        },
+        [(step, _describe_estimate(e)) for step, e in comparison.steps],
+    )

@@ -10,6 +10,7 @@ part of ``verdicts.json`` that records them all.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,13 +212,33 @@ def describe_verdicts(analysis: VerdictAnalysis, tables: StudyTables) -> dict[st
 
 
 def _describe_margin(margin: ControlMargin) -> dict[str, Any]:
+    return describe_difference(
+        (margin.metric, "control_metric", margin.control, "control"),
+        {"verdict": margin.verdict, **_interval(margin.margin)},
+        [(step, _interval(e)) for step, e in margin.steps],
+    )
+
+
+def describe_difference(
+    names: tuple[str, str, str, str],
+    fields: dict[str, Any],
+    steps: Iterable[tuple[int, dict[str, Any]]],
+) -> dict[str, Any]:
+    """A difference series of ``verdicts.json``: a metric minus another, and its value by step.
+
+    Args:
+        names: The metric, the key naming the other metric, the other metric, and what the
+            other is (``difference`` reads ``metric - <what>``).
+        fields: The series' summary, after the names.
+        steps: ``(step, its estimate's fields)`` in step order.
+    """
+    metric, key, other, what = names
     return {
-        "metric": margin.metric,
-        "control_metric": margin.control,
-        "difference": "metric - control",
-        "verdict": margin.verdict,
-        **_interval(margin.margin),
-        "steps": [{"step": step, **_interval(e)} for step, e in margin.steps],
+        "metric": metric,
+        key: other,
+        "difference": f"metric - {what}",
+        **fields,
+        "steps": [{"step": step, **estimate} for step, estimate in steps],
     }
 
 
