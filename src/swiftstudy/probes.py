@@ -10,7 +10,6 @@ failures), each atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -21,7 +20,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from swiftstudy.config.reader import absolute_path
-from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import DEFAULT_GENERATION_FIELD, PROBES_CONFIG_SUFFIX
 from swiftstudy.data.examples import Message
 from swiftstudy.data.strategies import (
@@ -36,9 +34,9 @@ from swiftstudy.data.strategies import (
     render_probes,
 )
 from swiftstudy.errors import InputError
-from swiftstudy.fileio import write_text_atomic
+from swiftstudy.fileio import sha256_hex, write_text_atomic
 from swiftstudy.generate import CachedGenerator, GenerationCache, Generator
-from swiftstudy.provenance import describe_provenance
+from swiftstudy.rundir import save_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +179,10 @@ def build_probes(
         config_path=_config_path(out),
     )
     inputs = {"path": str(Path(references).resolve()), "split": split, "limit": limit}
-    inputs["sha256"] = _file_sha256(Path(references))
-    config = _describe(result, inputs, generated_by, command)
-    write_text_atomic(result.config_path, dump_yaml(config))
+    # A saved dataset folder has no single file to check with sha256sum: None.
+    inputs["sha256"] = sha256_hex(Path(references)) if Path(references).is_file() else None
+    config = _describe(result, inputs, generated_by)
+    save_run_config(result.config_path, config, command=command, nested=True)
     return result
 
 
@@ -299,19 +298,8 @@ def _config_path(out: str | Path) -> Path:
     return out.with_name(out.stem + PROBES_CONFIG_SUFFIX)
 
 
-def _file_sha256(path: Path) -> str | None:
-    """The SHA-256 of a reference file (``None`` for a saved dataset folder)."""
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _describe(
-    result: ProbesResult, inputs: dict[str, Any], generator: dict[str, Any], command: str | None
+    result: ProbesResult, inputs: dict[str, Any], generator: dict[str, Any]
 ) -> dict[str, Any]:
     """The config file: the strategy, input, generator, outputs, failures and provenance."""
     strategy = result.strategy
@@ -331,5 +319,4 @@ def _describe(
             {"source_id": f.source_id, "origin": f.origin, "reason": f.reason, "answer": f.answer}
             for f in result.failures
         ],
-        "provenance": describe_provenance(command),
     }

@@ -11,6 +11,7 @@ import platform
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 #: The vector extensions a timing depends on: (``/proc/cpuinfo`` flag, the name printed). The
@@ -90,16 +91,32 @@ def describe_machine(threads: int | None = None) -> str:
     return f"{cpu.model}, {cpu.cpus} CPUs, {has}; torch {torch.__version__}, {threads} threads"
 
 
-def git_sha() -> str | None:
-    """The commit of the swiftstudy source tree, or ``None`` outside a git checkout."""
-    here = Path(__file__).resolve().parent
+def package_version() -> str:
+    """The installed swiftstudy version (read from the package metadata, not from ``__init__``,
+    so this module stays below the package's top level)."""
     try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
+        return version("swiftstudy")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def git_sha(source: Path | None = None) -> str | None:
+    """The commit of the git checkout that ``source`` (this file by default) is tracked in.
+
+    ``None`` when git is missing or the file is not tracked: an installed package that merely
+    sits inside someone else's repository (a virtual environment in a project) has no commit.
+    """
+    source = Path(__file__).resolve() if source is None else source.resolve()
+    git = ["git", "-C", str(source.parent)]
+    try:
+        subprocess.run(
+            [*git, "ls-files", "--error-unmatch", source.name],
             capture_output=True,
-            text=True,
             timeout=5,
             check=True,
+        )
+        out = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -112,11 +129,9 @@ def describe_provenance(command: str | None) -> dict:
     import torch
     import transformers
 
-    from swiftstudy import __version__
-
     return {
         "command": command,
-        "swiftstudy_version": __version__,
+        "swiftstudy_version": package_version(),
         "git_sha": git_sha(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch_version": str(torch.__version__),

@@ -9,7 +9,6 @@ safetensors are accepted: pickled ``.bin`` weights can run code when loaded.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -29,13 +28,13 @@ from swiftstudy.constants import (
     TRAINER_STATE,
 )
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import sha256_hex
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_DIR = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 _ENTRY_KEYS = frozenset({"path", "step"})
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -113,14 +112,14 @@ def hash_checkpoint(ckpt: Checkpoint) -> str:
     Returns:
         The SHA-256 hex digest.
     """
-    digest = hashlib.sha256()
-    for file in sorted(_state_files(ckpt), key=lambda p: p.name):
-        digest.update(file.name.encode() + b"\0")
-        digest.update(file.stat().st_size.to_bytes(8, "little"))
-        with file.open("rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
+    files = sorted(_state_files(ckpt), key=lambda p: p.name)
+    return sha256_hex(
+        *(
+            part
+            for file in files
+            for part in (f"{file.name}\0", file.stat().st_size.to_bytes(8, "little"), file)
+        )
+    )
 
 
 def _state_files(ckpt: Checkpoint) -> list[Path]:

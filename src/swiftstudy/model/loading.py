@@ -12,7 +12,6 @@ temporary folder and renamed into place, so concurrent processes never see a hal
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -43,6 +42,7 @@ from swiftstudy.constants import (
     MODEL_CONFIG,
 )
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ _TOKENIZER_FILES = (
     "merges.txt",
     "tokenizer.model",
 )
-_HASH_CHUNK = 1 << 20
 #: SHA-256 of GGUF files already hashed in this process, keyed by (path, size, mtime).
 _gguf_digests: dict[tuple[str, int, int], str] = {}
 
@@ -265,11 +264,7 @@ def _file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _gguf_digests:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-        _gguf_digests[key] = digest.hexdigest()
+        _gguf_digests[key] = sha256_hex(path)
     return _gguf_digests[key]
 
 

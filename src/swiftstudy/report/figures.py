@@ -9,9 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from swiftstudy.constants import (
     FIGURE_DPI,
     METRICS_BY_STEP_FIGURE,
 )
+from swiftstudy.fileio import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ _LINESTYLES = {CONTEXT_IN_TASK: "-", CONTEXT_CROSS_TASK: "--", CONTEXT_ALL: ":"}
 _MARKERS = {CONTEXT_IN_TASK: "o", CONTEXT_CROSS_TASK: "s", CONTEXT_ALL: "^"}
 # Label every checkpoint on the x axis when there are this few; let matplotlib choose otherwise.
 _MAX_EXPLICIT_TICKS = 12
-_FILE_MODE = 0o644
 _BAND_ALPHA = 0.15
 _BAND_LABEL = "bootstrap CI"
 
@@ -266,18 +264,11 @@ def _unique(slug: str, used: set[str]) -> str:
 
 
 def _save_atomically(fig: Figure, target: Path) -> None:
-    # A reader (or a crash) never sees a half-written file: write beside the target, then rename.
-    target.parent.mkdir(parents=True, exist_ok=True)
     fmt = target.suffix.lstrip(".")
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=f".{fmt}")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt, dpi=FIGURE_DPI, metadata=_metadata(fmt))
-        os.chmod(temp_name, _FILE_MODE)  # mkstemp creates 0600; figures are for sharing
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(
+        target,
+        lambda handle: fig.savefig(handle, format=fmt, dpi=FIGURE_DPI, metadata=_metadata(fmt)),
+    )
 
 
 def _metadata(fmt: str) -> dict[str, str | None] | None:

@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,7 +47,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from swiftstudy.constants import GRADIENT_CACHE_SUBDIR, PRECONDITIONER_NONE, STALE_CACHE_TMP_S
-from swiftstudy.fileio import write_text_atomic
+from swiftstudy.fileio import write_atomic, write_temporary, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +133,6 @@ def engine_digest() -> str:
 def combine_digests(*digests: str) -> str:
     """SHA-256 of hex digests in order: one key for what several hashed files determine."""
     return hashlib.sha256(":".join(digests).encode()).hexdigest()
-
-
-def hash_file(path: Path) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def example_digest(sequence: TokenSequence) -> str:
@@ -299,7 +289,7 @@ class GradientCache:
                     continue
                 self._sweep(path.parent.parent)
                 data = save({name: row.detach().to("cpu").contiguous()}, metadata=metadata)
-                pending.append((_write_temporary(path, data), path))
+                pending.append((write_temporary(path, data, fsync=False), path))
                 self.written_bytes += len(data)
             for tmp, path in pending:
                 os.replace(tmp, path)
@@ -423,7 +413,7 @@ class PartialGrams:
         """Save a checkpoint's Gram matrix atomically."""
         path = self.path(checkpoint)
         data = save({"gram": gram.contiguous(), "dim": torch.tensor(dim)})
-        os.replace(_write_temporary(path, data), path)
+        write_atomic(path, data, fsync=False)
 
     def clear(self) -> None:
         """Delete the folder (the study's results are written)."""
@@ -443,17 +433,3 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     tensors = load(data)  # validates the header and the data length
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     return tensors, header.get("__metadata__") or {}
-
-
-def _write_temporary(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a new uniquely named temporary file beside ``path``; return its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from swiftstudy.config.reader import spec_key_error
-from swiftstudy.config.yamlio import dump_yaml, load_yaml
 from swiftstudy.constants import (
     CACHE_ENV_VAR,
     CONFIG_YAML,
@@ -39,13 +38,13 @@ from swiftstudy.model import (
     default_cache_dir,
     discover_checkpoints,
 )
-from swiftstudy.provenance import describe_provenance
 from swiftstudy.report.results import (
     render_norms_csv,
     render_relinf_csv,
     render_scores_csv,
     render_tokens_jsonl,
 )
+from swiftstudy.rundir import claim_run_folder, hash_inputs, save_run_config
 from swiftstudy.study.cache import (
     GradientCache,
     prune_gradient_cache,
@@ -117,7 +116,14 @@ def run_study(
     check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
     checkpoints = _discover(spec)
     learning_rates = compute_learning_rates(spec, checkpoints)
-    _check_out_dir(out_dir, spec, overwrite)
+    claim_run_folder(
+        out_dir,
+        CONFIG_YAML,
+        {"spec": spec.to_dict()},
+        what="study",
+        overwrite=overwrite,
+        ignore=CACHE_KEYS + REPORT_KEYS,  # they move the cache or restyle the report
+    )
     cache_root = _cache_root(spec) if cache else None
     keys = checkpoint_keys(spec, checkpoints)
 
@@ -148,11 +154,14 @@ def run_study(
     if not procs.is_main:
         return result
     norms = compute_norm_rows(checkpoints, grams, tokenized, rows_of)
-    config = _resolved_config(spec, checkpoints, keys, dims, command)
+    config = _resolved_config(spec, checkpoints, keys, dims)
     for entry, rate in zip(config["checkpoints"], learning_rates, strict=True):
         if rate is not None:
             entry["learning_rate"] = rate
-    _write_outputs(out_dir, scores, relinf, norms, tokenized, config)
+    _write_outputs(out_dir, scores, relinf, norms, tokenized)
+    # config.yaml last: its presence marks a complete result (the report is derived from it).
+    inputs = hash_inputs(s.path for s in spec.sets)
+    save_run_config(out_dir / CONFIG_YAML, config, command=command, inputs=inputs)
     job.partial.clear()
     if any(cache.written_rows for cache in job.caches.values()):
         _prune_cache(cache_root, spec.cache_max_gb)
@@ -215,31 +224,6 @@ def _discover(spec: StudySpec) -> list[Checkpoint]:
     return discover_checkpoints(entries, base_dir=base_dir)
 
 
-def _check_out_dir(out_dir: Path, spec: StudySpec, overwrite: bool) -> None:
-    """Refuse to mix results of a different config into ``out_dir``."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("exists and is not a folder", path=out_dir, key="--out")
-    config = out_dir / CONFIG_YAML
-    if overwrite or not config.is_file():
-        return
-    saved, _ = load_yaml(config)
-    saved_spec = saved.get("spec") if isinstance(saved, dict) else None
-    if not isinstance(saved_spec, dict) or _without_cache(saved_spec) != _without_cache(
-        spec.to_dict()
-    ):
-        raise InputError(
-            "holds results of a different study config; use another --out or --overwrite",
-            path=out_dir,
-            key="--out",
-        )
-
-
-def _without_cache(spec: dict) -> dict:
-    """A spec's keys that make its results (where the cache lives and the verdict's variant do
-    not)."""
-    return {k: v for k, v in spec.items() if k not in CACHE_KEYS + REPORT_KEYS}
-
-
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -252,10 +236,9 @@ def _resolve_device(device: str) -> torch.device:
 # -- outputs --------------------------------------------------------------------------------
 
 
-def _resolved_config(spec, checkpoints, keys, dims, command) -> dict:
+def _resolved_config(spec, checkpoints, keys, dims) -> dict:
     config = {
         "spec": spec.to_dict(),
-        **describe_provenance(command),
         "checkpoints": [
             {
                 "step": c.step,
@@ -279,11 +262,9 @@ def _resolved_config(spec, checkpoints, keys, dims, command) -> dict:
     return config
 
 
-def _write_outputs(out_dir, scores, relinf, norms, tokenized, config) -> None:
+def _write_outputs(out_dir, scores, relinf, norms, tokenized) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / TOKENS_JSONL, render_tokens_jsonl(token_records(tokenized)))
     write_text_atomic(out_dir / RELINF_CSV, render_relinf_csv(relinf))
     write_text_atomic(out_dir / NORMS_CSV, render_norms_csv(norms))
     write_text_atomic(out_dir / SCORES_CSV, render_scores_csv(scores))
-    # config.yaml last: its presence marks a complete result (the report is derived from it).
-    write_text_atomic(out_dir / CONFIG_YAML, dump_yaml(config))

@@ -8,24 +8,21 @@ continued only when the caller asks to resume.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
 
-from swiftstudy.config.yamlio import load_yaml
 from swiftstudy.constants import CHECKPOINT_PREFIX, TRAIN_CONFIG_YAML, TRAINER_STATE
 from swiftstudy.errors import InputError
+from swiftstudy.rundir import claim_run_folder
 from swiftstudy.train.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
 
-_HASH_CHUNK = 1 << 20
-
 
 def check_out_dir(
-    out_dir: Path, spec: TrainSpec, hashes: list[str], *, resume: bool, overwrite: bool
+    out_dir: Path, spec: TrainSpec, hashes: list[str | None], *, resume: bool, overwrite: bool
 ) -> Path | None:
     """Refuse to mix runs in ``out_dir``; return the checkpoint to resume from, if any.
 
@@ -43,31 +40,19 @@ def check_out_dir(
         InputError: ``out_dir`` is a file, holds other files or a run of another config, or
             already holds checkpoints of this run and ``resume`` is not set.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("exists and is not a folder", path=out_dir, key="--out")
-    if not out_dir.exists() or not any(out_dir.iterdir()) or overwrite:
+    identity = {"spec": spec.to_dict(), "data_sha256": hashes}
+    saved = claim_run_folder(
+        out_dir,
+        TRAIN_CONFIG_YAML,
+        identity,
+        what="train",
+        overwrite=overwrite,
+        require_config=True,
+    )
+    if saved is None:
         if resume:
             logger.info("%s holds no run to resume: starting afresh", out_dir)
         return None
-    config_file = out_dir / TRAIN_CONFIG_YAML
-    if not config_file.is_file():
-        raise InputError(
-            f"is not empty and has no {TRAIN_CONFIG_YAML}; use another --out or --overwrite",
-            path=out_dir,
-            key="--out",
-        )
-    saved, _ = load_yaml(config_file)
-    saved = saved if isinstance(saved, dict) else {}
-    differing = _differing_keys(saved.get("spec"), spec.to_dict())
-    if saved.get("data_sha256") != hashes:
-        differing.append("the contents of data")
-    if differing:
-        raise InputError(
-            f"holds a run of a different train config ({', '.join(differing)}); "
-            "use another --out, or --overwrite to replace it",
-            path=out_dir,
-            key="--out",
-        )
     newest = _newest_checkpoint(out_dir)
     if not resume:
         if newest is not None:
@@ -81,12 +66,6 @@ def check_out_dir(
     if newest is None:
         logger.info("%s has no complete checkpoint yet: starting afresh", out_dir)
     return newest
-
-
-def _differing_keys(saved: object, current: dict) -> list[str]:
-    if not isinstance(saved, dict):
-        return ["spec"]
-    return [key for key in dict.fromkeys([*current, *saved]) if saved.get(key) != current.get(key)]
 
 
 def _newest_checkpoint(out_dir: Path) -> Path | None:
@@ -124,15 +103,3 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
                 shutil.rmtree(child)
         (out_dir / TRAIN_CONFIG_YAML).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def hash_data(path: Path) -> str:
-    """The SHA-256 of a data file, or of every file (names and bytes) of a saved dataset folder."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
-        with file.open("rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()

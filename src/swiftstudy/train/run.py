@@ -29,7 +29,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import PreTrainedModel, PrinterCallback, TrainingArguments, set_seed
 
 from swiftstudy.config.reader import spec_key_error
-from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import (
     ADAPTER_CONFIG,
     CHECKPOINT_KIND_ADAPTER,
@@ -38,10 +37,9 @@ from swiftstudy.constants import (
 )
 from swiftstudy.data import TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
-from swiftstudy.fileio import write_text_atomic
 from swiftstudy.gradients import default_batch_tokens
 from swiftstudy.model import Checkpoint, discover_checkpoints, load_base_model
-from swiftstudy.provenance import describe_provenance
+from swiftstudy.rundir import hash_input, save_run_config
 from swiftstudy.train.data import (
     CompletionCollator,
     EpochSampler,
@@ -50,7 +48,6 @@ from swiftstudy.train.data import (
 )
 from swiftstudy.train.outputs import (
     check_out_dir,
-    hash_data,
     is_finished,
     prepare_out_dir,
     read_trainer_state,
@@ -132,7 +129,7 @@ def run_training(
         raise ValueError("overrides apply to a spec file, not to a loaded TrainSpec")
     out_dir = Path(out_dir)
     examples = [load_examples(source.path, split=source.split) for source in spec.data]
-    hashes = [hash_data(source.path) for source in spec.data]
+    hashes = [hash_input(source.path) for source in spec.data]
     resume_from = check_out_dir(out_dir, spec, hashes, resume=resume, overwrite=overwrite)
     init = _discover_init(spec)
     if resume_from is not None and is_finished(resume_from):
@@ -168,8 +165,12 @@ def run_training(
     with args.main_process_first(desc="prepare the output folder"):
         if args.process_index == 0 and resume_from is None:
             prepare_out_dir(out_dir, overwrite)
-            config = _resolved_config(spec, hashes, tokenized, plan, command)
-            write_text_atomic(out_dir / TRAIN_CONFIG_YAML, dump_yaml(config))
+            save_run_config(
+                out_dir / TRAIN_CONFIG_YAML,
+                _resolved_config(spec, hashes, tokenized, plan),
+                command=command,
+                inputs={str(s.path): h for s, h in zip(spec.data, hashes, strict=True)},
+            )
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)
     with logging_redirect_tqdm():
@@ -366,10 +367,9 @@ def _training_arguments(
 
 def _resolved_config(
     spec: TrainSpec,
-    hashes: list[str],
+    hashes: list[str | None],
     tokenized: list[list[TokenizedExample]],
     plan: _BatchPlan,
-    command: str | None,
 ) -> dict:
     return {
         "spec": spec.to_dict(),
@@ -378,5 +378,4 @@ def _resolved_config(
         "micro_batch_size": plan.micro_batch_size,
         "gradient_accumulation_steps": plan.accumulation,
         "world_size": plan.world_size,
-        **describe_provenance(command),
     }

@@ -18,7 +18,6 @@ the prompt and the response, judge verdicts in the generation cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -30,7 +29,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import (
     ACCURACY_CSV,
     AGREEMENT_JSON,
@@ -45,12 +43,12 @@ from swiftstudy.constants import (
 )
 from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
-from swiftstudy.fileio import write_text_atomic
+from swiftstudy.fileio import sha256_hex, write_text_atomic
 from swiftstudy.generate import CachedGenerator, GenerationCache
 from swiftstudy.model import Checkpoint, discover_checkpoints, hash_checkpoint
-from swiftstudy.provenance import describe_provenance
+from swiftstudy.rundir import check_folder, hash_input, hash_inputs, save_run_config
 from swiftstudy.train import run_training
-from swiftstudy.train.outputs import hash_data, is_finished
+from swiftstudy.train.outputs import is_finished
 from swiftstudy.validate.agreement import (
     Agreement,
     StrategyMatch,
@@ -194,8 +192,7 @@ def run_validation(
     inputs = _read_inputs(spec, overrides, quick)
     spec = inputs.spec
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("exists and is not a folder", path=out_dir, key="--out")
+    check_folder(out_dir)
     evaluator = build_evaluator(spec.eval.evaluator, base_dir=_base_dir(spec))
     evaluator.check(inputs.queries)
 
@@ -283,7 +280,7 @@ def run_folder_name(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
     if slug == name:
         return name
-    return f"{slug}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+    return f"{slug}-{sha256_hex(name)[:8]}"
 
 
 def _train_or_reuse(
@@ -308,7 +305,7 @@ def _train_or_reuse(
         init_fingerprint = hash_checkpoint(init)
     else:
         init_fingerprint = None
-    key = _run_key(train.to_dict(), [hash_data(s.path) for s in train.data], init_fingerprint)
+    key = _run_key(train.to_dict(), [hash_input(s.path) for s in train.data], init_fingerprint)
     run_dir = out_dir / VALIDATE_RUNS_DIR / run_folder_name(run.name)
     record = _read_record(run_dir)
     same = record.get("key") == key and (run_dir / TRAIN_CONFIG_YAML).is_file()
@@ -341,7 +338,7 @@ def _train_or_reuse(
     return RunOutcome(run.name, checkpoint, fingerprint, True, seconds)
 
 
-def _run_key(train: dict[str, Any], data_hashes: list[str], init: str | None) -> str:
+def _run_key(train: dict[str, Any], data_hashes: list[str | None], init: str | None) -> str:
     payload = {
         "format": _RUN_KEY_FORMAT,
         "train": train,
@@ -349,7 +346,7 @@ def _run_key(train: dict[str, Any], data_hashes: list[str], init: str | None) ->
         "init_sha256": init,
     }
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(text)
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
@@ -487,11 +484,14 @@ def _write_outputs(
     from swiftstudy.validate.figures import save_validation_figures
 
     save_validation_figures(result.accuracy, spec.baseline, result.agreement, out_dir / FIGURES_DIR)
+    input_hashes = hash_inputs(
+        [spec.eval.path, *(s.path for run in spec.runs if run.train for s in run.train.data)]
+    )
     config = {
         "spec": spec.to_dict(),
         "quick": quick,
         "loss_only": loss_only,
-        "eval_sha256": hash_data(spec.eval.path),
+        "eval_sha256": input_hashes[str(spec.eval.path)],
         "n_queries": len(inputs.queries),
         "runs": [
             {
@@ -504,9 +504,8 @@ def _write_outputs(
             for outcome in result.runs
         ],
         "timings": timings,
-        **describe_provenance(command),
     }
-    write_text_atomic(out_dir / CONFIG_YAML, dump_yaml(config))
+    save_run_config(out_dir / CONFIG_YAML, config, command=command, inputs=input_hashes)
 
 
 def _remove_stale(path: Path, why: str) -> None:
