@@ -85,7 +85,7 @@ def trained_state(trainer: SFTTrainer) -> tuple[dict[str, torch.Tensor], list[di
 
 
 class ReportWatcher(TrainerCallback):
-    """Records, at the start of each step, the steps in the callback's scores.csv so far."""
+    """Records, as each step begins (keyed by the steps done), the steps in scores.csv so far."""
 
     def __init__(self, out: Path) -> None:
         self.out, self.seen = out, {}
@@ -135,8 +135,8 @@ def test_the_callback_equals_a_study_of_the_saved_checkpoints(tmp_path, monkeypa
         save_steps=2,
     )
     trainer.train()
-    # The report was updated as the run went: step 2's tables were there at step 3.
-    assert watcher.seen[2] == [] and watcher.seen[3] == [2]
+    # The report was updated as the run went: step 2's tables were there before step 3 began.
+    assert watcher.seen == {0: [], 1: [], 2: [2], 3: [2]}
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == [
         "checkpoint-2",
         "checkpoint-4",
