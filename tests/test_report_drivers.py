@@ -97,7 +97,7 @@ def test_top_probes_by_hand(tmp_path: Path):
         (("e0", "e1"), (0.2, 0.0)),
         (("e0", "e1"), (-0.4, -0.2)),
     ]
-    assert drivers.drivers[0].prompt == "Add the two numbers and say only the sum …"
+    assert drivers.drivers[0].prompt == "Add the two numbers and say only the …"
     assert drivers.drivers[0].n_pairs == 4
 
 
@@ -108,7 +108,7 @@ def test_report_has_the_table(tmp_path: Path):
     assert "## Which probes drive each metric" in markdown
     assert f"**{METRIC}**: 2 of 3 probes help on average, 1 hurt." in markdown
     assert (
-        "| **helps** | `p0` | a | +0.4 | Add the two numbers and say only the sum … | answer of p0 "
+        "| **helps** | `p0` | a | +0.4 | Add the two numbers and say only the … | answer of p0 "
         "| `e1` (+0.5), `e0` (+0.3) |"
     ) in markdown
     assert (

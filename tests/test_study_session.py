@@ -79,7 +79,8 @@ def test_session_result_equals_run_study_and_saves_the_same_files(root: Path, lo
         {"name": "CoT → In-task", "probes": "cot", "evals": "nocot", "context": "in-task"},
         {"name": "CoT → Cross-task", "probes": "cot", "evals": "nocot", "context": "cross-task"},
     ]
-    sets = {"nocot": root / "nocot.jsonl", "cot": {"path": str(root / "cot.jsonl")}}
+    # In study.yaml's order (yaml.safe_dump sorted its keys): tokens.jsonl lists sets so.
+    sets = {"cot": {"path": str(root / "cot.jsonl")}, "nocot": root / "nocot.jsonl"}
     result = session.study(sets=sets, metrics=metrics, batch_size=2)
 
     assert len(result.scores) == len(expected.scores) and len(result.relinf) == len(expected.relinf)
