@@ -1,9 +1,11 @@
 """Spec fields: :func:`option` declares a key once, with its default, check and one-line doc.
 
-The checks here are the value types every spec shares (integers with a bound, numbers, paths,
-choices, ``device``, ``dtype``, nested specs); a spec module adds its own for sections with rules
-of their own. A check takes the :class:`~swiftstudy.config.reader.SpecValidator` reading the
-document, the value and its key path, and returns the spec's value or raises ``InputError``.
+A field's check follows from its type (``int``, ``float``, ``str``, ``bool``, ``Path``, a nested
+spec, each ``| None`` for a nullable key) and the bounds given to :func:`option`, over the value
+rules of :class:`~swiftstudy.config.reader.SpecValidator`. The checks here are for values with
+rules of their own: ``device``, ``dtype``, lists, a name among the items read before. A check
+takes the validator reading the document, the value and its key path, and returns the spec's
+value or raises ``InputError``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from swiftstudy.config.reader import SpecValidator, describe_value
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import DEVICES, DTYPES
 
-#: ``device:`` values besides the named ones: one CUDA device by index.
 _CUDA_INDEX = re.compile(r"cuda:\d+")
 
 
@@ -56,6 +57,7 @@ class Option:
     key: str | None = None
     min: int | None = None
     positive: bool = False
+    below: float | None = None
     choices: Sequence[str] = ()
     omit_default: bool = False
     fill: Callable[[SpecValidator], Any] | None = None
@@ -72,21 +74,20 @@ def option(
 ) -> Any:
     """A spec key: a dataclass field that carries its check and its one-line doc.
 
-    The check follows from the field's type (``int``, ``float``, ``str``, ``bool``, ``Path``, a
-    nested :class:`~swiftstudy.config.spec.Spec`, each ``| None`` for a nullable key) and these
-    keywords, unless ``check`` is given.
-
     Args:
         default: The value when the key is absent; none makes the key required (unless ``fill``).
         doc: One line for ``--print-config``.
         factory: A default made by calling it (as ``dataclasses.field``'s ``default_factory``).
-        how: The keywords of :class:`Option`: ``check`` (a :class:`Check`), ``key`` (the
-            document's key when it is not the field's name), ``min`` (an integer's least value),
-            ``positive`` (a number above 0, not just at least 0), ``choices``,
+        how: The keywords of :class:`Option`: ``check`` (a :class:`Check` or its ``run``
+            function, instead of the check the type gives), ``key`` (the document's key when it
+            is not the field's name), ``min`` (an integer's least value), ``positive`` (a number
+            above 0, not just at least 0), ``below`` (a number's bound), ``choices``,
             ``omit_default`` (left out of the resolved dict at its default), ``fill`` (the value
             of an absent key, from those read before: ``reader.lookup``), ``dump`` (the value as
             plain data), ``flag`` (the command-line flag, when not ``--<key>``).
     """
+    if "check" in how and not isinstance(how["check"], Check):
+        how["check"] = Check(how["check"])  # a plain function
     meta = {"option": Option(doc, **how)}
     return dataclasses.field(default=default, default_factory=factory, metadata=meta)
 
@@ -103,51 +104,34 @@ def infer_check(kind: Any, o: Option) -> Check | None:
         return o.check or choice(o.choices)
     if isinstance(kind, type) and issubclass(kind, Spec):
         return nested(kind)
-    checks = {
-        int: lambda: integer(o.min, nullable=nullable),
-        float: lambda: number(positive=o.positive, nullable=nullable),
-        str: lambda: string(nullable=nullable),
-        bool: boolean,
-        Path: lambda: path(nullable=nullable),
+    rules: dict[Any, tuple[Callable, dict[str, Any]]] = {
+        int: (SpecValidator.integer, {"minimum": o.min, "nullable": nullable}),
+        float: (SpecValidator.number, {"positive": o.positive, "below": o.below}),
+        str: (SpecValidator.string, {}),
+        bool: (SpecValidator.boolean, {}),
+        Path: (SpecValidator.path, {}),
     }
-    return checks[kind]() if kind in checks else None
+    if kind not in rules:
+        return None
+    rule, bounds = rules[kind]
+
+    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
+        return None if nullable and value is None else rule(reader, value, key_path, **bounds)
+
+    return Check(run, parse=kind if kind in (int, float) else str)
 
 
-def integer(minimum: int | None = None, *, nullable: bool = False) -> Check:
-    return Check(lambda r, v, k: r.integer(v, k, minimum, nullable=nullable), parse=int)
+def choice(choices: Sequence[str]) -> Check:
+    return Check(lambda r, v, k: r.choice(v, choices, k), tuple(choices))
 
 
-def number(*, positive: bool, nullable: bool = False) -> Check:
-    run = _nullable(lambda r, v, k: r.number(v, k, positive=positive), nullable)
-    return Check(run, parse=float)
+def among(key: str, what: str) -> Check:
+    """The name of one of the items of ``key`` read before (a set, a run)."""
+    return Check(lambda r, v, k: r.choice(v, [item.name for item in r.lookup(key)], k, what=what))
 
 
-def string(*, nullable: bool = False) -> Check:
-    return Check(_nullable(lambda r, v, k: r.string(v, k), nullable))
-
-
-def boolean() -> Check:
-    return Check(lambda r, v, k: r.boolean(v, k))
-
-
-def choice(choices: Sequence[str], *, what: str = "value") -> Check:
-    return Check(lambda r, v, k: r.choice(v, choices, k, what=what), tuple(choices))
-
-
-def path(*, nullable: bool = False) -> Check:
-    """A local path, made absolute against the spec's folder."""
-    return Check(_nullable(lambda r, v, k: r.path(v, k), nullable))
-
-
-def model() -> Check:
-    """A model alias or hub id as written, or a local path made absolute."""
-    return Check(lambda r, v, k: r.model(v, k))
-
-
-def device(choices: Sequence[str] = DEVICES, *, indexed: bool = True) -> Check:
-    """A device name; ``indexed`` also takes ``cuda:N``."""
-    if not indexed:
-        return choice(choices)
+def device(choices: Sequence[str] = DEVICES) -> Check:
+    """A device name, or ``cuda:N``: one CUDA device by index."""
     names = [*(n for n in choices if n != "auto"), "cuda:N", *(n for n in choices if n == "auto")]
     expected = ", ".join(names[:-1]) + " or " + names[-1]
 
@@ -174,27 +158,27 @@ def torch_dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
-def regexes() -> Check:
-    """A non-empty list of regexes (a single one is refused: a list says it can hold more)."""
-
-    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[str, ...]:
-        if not isinstance(value, list) or not value:
-            raise reader.error(
-                f"expected a non-empty list of regexes, got {describe_value(value)}", key_path
-            )
-        return tuple(regex().run(reader, item, (*key_path, i)) for i, item in enumerate(value))
-
-    return Check(run)
+def regex(reader: SpecValidator, value: Any, key_path: KeyPath) -> str:
+    """A string that compiles as a regex."""
+    pattern = reader.string(value, key_path)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise reader.error(f"invalid regex {pattern!r}: {exc}", key_path) from None
+    return pattern
 
 
-def regex() -> Check:
-    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> str:
-        pattern = reader.string(value, key_path)
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise reader.error(f"invalid regex {pattern!r}: {exc}", key_path) from None
-        return pattern
+def listed(item: Callable, what: str, *, least: int = 1, single: bool = False) -> Check:
+    """A list of at least ``least`` items, each checked by ``item``; ``single``: a lone string
+    stands for a list of one."""
+
+    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[Any, ...]:
+        if single and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or len(value) < least:
+            size = "a non-empty list of" if least == 1 else f"a list of at least {least}"
+            raise reader.error(f"expected {size} {what}, got {describe_value(value)}", key_path)
+        return tuple(item(reader, v, (*key_path, i)) for i, v in enumerate(value))
 
     return Check(run)
 
@@ -210,9 +194,3 @@ def nested(spec: type, what: str | None = None, *, shorthand: str | None = None)
         return read_spec(spec, value, reader, key_path, what)
 
     return Check(run, spec=spec)
-
-
-def _nullable(run: Callable[[SpecValidator, Any, KeyPath], Any], nullable: bool) -> Callable:
-    if not nullable:
-        return run
-    return lambda r, v, k: None if v is None else run(r, v, k)

@@ -37,10 +37,7 @@ class OpenAISettings(Spec):
     concurrency: int = option(DEFAULT_CONCURRENCY, "Requests in flight at once.", min=1)
     max_retries: int = option(DEFAULT_MAX_RETRIES, "Retries after a 429, 5xx or timeout.", min=0)
     timeout_s: float = option(
-        DEFAULT_REQUEST_TIMEOUT_S,
-        "Seconds before a request times out.",
-        positive=True,
-        flag="--timeout",
+        DEFAULT_REQUEST_TIMEOUT_S, "Seconds a request may take.", positive=True, flag="--timeout"
     )
     backoff_s: float = DEFAULT_BACKOFF_S
     max_backoff_s: float = MAX_BACKOFF_S

@@ -1,66 +1,40 @@
-"""Checks of single spec values, with errors at the file, line and key of the value at fault.
+"""The rules of single spec values, with errors at the file, line and key of the value at fault.
 
 A :class:`SpecValidator` reads one document: it knows the file, the line of every key path (None
-for a key set by a command-line override) and the folder relative paths resolve against.
+for a key set by a command-line override) and the folder relative paths resolve against. Each
+value rule (a string, an integer, a number, a choice, ...) is written here once; the spec fields
+(``config.fields``) and the strategy reader call them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from swiftstudy.config.yamlio import KeyPath, apply_overrides, load_yaml, override_key_path
+from swiftstudy.config.yamlio import KeyPath, Lines, apply_overrides, load_yaml
 from swiftstudy.errors import InputError
 
 
 def load_spec_data(
     path: str | Path, overrides: Sequence[str] = ()
 ) -> tuple[Any, dict[KeyPath, int | None], Path]:
-    """Read a spec file and apply ``key=value`` overrides.
-
-    Returns:
-        The data, the line of each key path (None for keys set by an override) and the file's
-        absolute path.
-    """
+    """A spec file's data after ``key=value`` overrides, the line of each key path (None for
+    keys set by an override) and the file's absolute path."""
     path = absolute_path(Path(path))
     data, lines = load_yaml(path)
-    data = apply_overrides(data, overrides)
     marked: dict[KeyPath, int | None] = dict(lines)
-    for override in overrides:
-        _mark_overridden(marked, override_key_path(override.partition("=")[0].strip()))
-    return data, marked, path
-
-
-def spec_error(
-    source: Path | None,
-    lines: Mapping[KeyPath, int | None],
-    message: str,
-    key_path: KeyPath,
-    name_key: Callable[[KeyPath], str] | None = None,
-) -> InputError:
-    """An ``InputError`` at ``key_path`` of a spec, on the line of its nearest recorded parent."""
-    line = None
-    for depth in range(len(key_path), -1, -1):
-        prefix = key_path[:depth]
-        if prefix in lines:
-            line = lines[prefix]
-            if line is None:
-                message += " (set by a command-line override)"
-            break
-    key = (name_key or dotted_key)(key_path) or None
-    return InputError(message, path=source, line=line, key=key)
+    return apply_overrides(data, overrides, marked), marked, path
 
 
 def spec_key_error(spec_path: Path | None, message: str, key_path: KeyPath) -> InputError:
     """An ``InputError`` found after validation (e.g. once the data is read) at a spec key."""
-    lines: dict[KeyPath, int | None] = {}
-    if spec_path is not None and spec_path.is_file():
-        _, lines = load_yaml(spec_path)
-    return spec_error(spec_path, lines, message, key_path)
+    lines = load_yaml(spec_path)[1] if spec_path is not None and spec_path.is_file() else {}
+    return SpecValidator(spec_path, lines, Path()).error(message, key_path)
 
 
 class SpecValidator:
@@ -72,6 +46,8 @@ class SpecValidator:
         base_dir: The folder relative paths resolve against.
         name_key: How errors name a key path (default ``metrics[1].probes``; the ``probes``
             command names its flags).
+        where: Where a key path of the values read is written in the document (default: there;
+            a validate run's train spec is merged from two places).
 
     Attributes:
         scope: The values read so far of each spec being read, outermost first (see
@@ -81,22 +57,42 @@ class SpecValidator:
     def __init__(
         self,
         source: Path | None,
-        lines: Mapping[KeyPath, int | None],
+        lines: Lines,
         base_dir: Path,
         name_key: Callable[[KeyPath], str] | None = None,
+        where: Callable[[KeyPath], KeyPath] | None = None,
     ) -> None:
         self.source = source
         self.lines = lines
         self.base_dir = base_dir
-        self.name_key = name_key
+        self.name_key = name_key or dotted_key
+        self.where = where or (lambda key_path: key_path)
         self.scope: list[dict[str, Any]] = []
 
-    def lookup(self, name: str) -> Any:
+    def lookup(self, name: str, *default: Any) -> Any:
         """The value of field ``name`` already read, in the innermost spec that has it."""
         for values in reversed(self.scope):
             if name in values:
                 return values[name]
+        if default:
+            return default[0]
         raise KeyError(name)
+
+    def overridden(self, key_path: KeyPath) -> bool:
+        """Whether the key at ``key_path`` was set by a command-line override."""
+        return self.lines.get(self.where(key_path), 0) is None
+
+    def error(self, message: str, key_path: KeyPath) -> InputError:
+        """An ``InputError`` at ``key_path``, on the line of its nearest recorded parent."""
+        key_path = self.where(key_path)
+        line = None
+        for depth in range(len(key_path), -1, -1):
+            if key_path[:depth] in self.lines:
+                line = self.lines[key_path[:depth]]
+                if line is None:
+                    message += " (set by a command-line override)"
+                break
+        return InputError(message, path=self.source, line=line, key=self.name_key(key_path) or None)
 
     def mapping(self, value: Any, key_path: KeyPath, what: str) -> dict[Any, Any]:
         if not isinstance(value, dict):
@@ -110,6 +106,7 @@ class SpecValidator:
         optional: Sequence[str],
         key_path: KeyPath,
     ) -> None:
+        """Refuse an unknown key (with a "did you mean") or a missing required one."""
         allowed = (*required, *optional)
         for key in mapping:
             if key not in allowed:
@@ -130,7 +127,7 @@ class SpecValidator:
         return value
 
     def integer(
-        self, value: Any, key_path: KeyPath, minimum: int | None, *, nullable: bool = False
+        self, value: Any, key_path: KeyPath, minimum: int | None = None, *, nullable: bool = False
     ) -> int | None:
         if value is None and nullable:
             return None
@@ -141,24 +138,25 @@ class SpecValidator:
             raise self.error(f"must be at least {minimum}, got {value}", key_path)
         return value
 
-    def number(self, value: Any, key_path: KeyPath, *, positive: bool) -> float:
-        """A finite number; PyYAML reads ``1e-5`` (no dot) as a string, so those are parsed.
+    def number(
+        self, value: Any, key_path: KeyPath, *, positive: bool = False, below: float | None = None
+    ) -> float:
+        """A finite number of at least 0 (above 0 when ``positive``) and below ``below``.
 
-        Integers stay integers (``alpha: 512`` is written back as ``512``).
+        PyYAML reads ``1e-5`` (no dot) as a string, so strings are parsed; integers stay integers
+        (``alpha: 512`` is written back as ``512``).
         """
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = value
-        elif isinstance(value, str):
-            try:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
                 number = float(value)
-            except ValueError:
-                number = None
         if number is None or not math.isfinite(number):
             raise self.error(f"expected a number, got {describe_value(value)}", key_path)
         if number < 0 or (positive and number == 0):
             bound = "positive" if positive else "at least 0"
             raise self.error(f"must be {bound}, got {number}", key_path)
+        if below is not None and number >= below:
+            raise self.error(f"must be below {below}, got {number}", key_path)
         return number
 
     def boolean(self, value: Any, key_path: KeyPath) -> bool:
@@ -176,22 +174,17 @@ class SpecValidator:
         return text
 
     def path(self, value: Any, key_path: KeyPath) -> Path:
-        return self.resolve(Path(self.string(value, key_path)).expanduser())
+        """A local path, made absolute against the spec's folder."""
+        return absolute_path(self.base_dir / Path(self.string(value, key_path)).expanduser())
 
-    def resolve(self, path: Path) -> Path:
-        return absolute_path(self.base_dir / path)
-
-    def model(self, value: Any, key_path: KeyPath = ("model",)) -> str:
+    def model(self, value: Any, key_path: KeyPath) -> str:
         """``model:``: an alias or hub id stays as written; a local path is made absolute."""
         model = self.string(value, key_path)
         candidate = Path(model).expanduser()
         looks_like_path = model.lower().endswith(".gguf") or model.startswith(("./", "../", "~"))
         if candidate.is_absolute() or looks_like_path or (self.base_dir / candidate).exists():
-            return str(self.resolve(candidate))
+            return str(absolute_path(self.base_dir / candidate))
         return model
-
-    def error(self, message: str, key_path: KeyPath) -> InputError:
-        return spec_error(self.source, self.lines, message, key_path, self.name_key)
 
 
 def absolute_path(path: Path) -> Path:
@@ -219,11 +212,3 @@ def describe_value(value: Any) -> str:
 
 def _list(choices: Sequence[str]) -> str:
     return ", ".join(choices)
-
-
-def _mark_overridden(lines: dict[KeyPath, int | None], key_path: KeyPath) -> None:
-    """Drop file lines under an overridden key; mark it (and new parents) as overridden."""
-    for existing in [k for k in lines if k[: len(key_path)] == key_path]:
-        del lines[existing]
-    for depth in range(1, len(key_path) + 1):
-        lines.setdefault(key_path[:depth], None)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from swiftstudy.config.fields import Option, infer_check
 from swiftstudy.config.reader import SpecValidator, absolute_path, dotted_key, load_spec_data
-from swiftstudy.config.yamlio import KeyPath
+from swiftstudy.config.yamlio import KeyPath, Lines
 
 S = TypeVar("S")
 
@@ -60,18 +60,10 @@ def read_spec(
     what: str | None = None,
     **fixed: Any,
 ) -> S:
-    """Check ``data`` against the spec class ``cls`` and build it.
+    """Check ``data`` (at ``key_path`` of the document ``reader`` reads) and build ``cls``.
 
-    Args:
-        cls: The spec class.
-        data: The parsed mapping.
-        reader: Reads the document (file, lines, base folder) and raises its errors.
-        key_path: Where ``data`` is in the document.
-        what: The mapping's description in an error (default: its keys).
-        fixed: Values of fields that are no keys (a set's name, the spec's file).
-
-    Raises:
-        InputError: The first problem, at its file, line and key.
+    ``what`` describes the mapping in an error (default: its keys); ``fixed`` gives the fields
+    that are no keys (a set's name, the spec's file). Raises ``InputError`` at the first problem.
     """
     options = spec_options(cls)
     keys = [key for key, _, _ in options]
@@ -104,19 +96,14 @@ def from_dict(
     *,
     base_dir: Path,
     source: Path | None = None,
-    lines: Mapping[KeyPath, int | None] | None = None,
+    lines: Lines | None = None,
     name_key: Callable[[KeyPath], str] | None = None,
 ) -> S:
     """Validate plain data (as loaded from YAML) and build the spec ``cls``.
 
-    Args:
-        cls: The spec class.
-        data: The parsed spec, a mapping.
-        base_dir: The folder relative paths resolve against.
-        source: The spec file, named in errors and kept as ``spec_path`` (where the class has it).
-        lines: Key paths to 1-based line numbers (from ``load_yaml``); a None value marks a key
-            set by a command-line override.
-        name_key: How errors name a key (default: the dotted key).
+    Relative paths resolve against ``base_dir``; ``source`` is the file errors name (and the
+    ``spec_path`` of a class that has one), ``lines`` the line of each key path (None: set by a
+    command-line override), ``name_key`` how errors name a key (default: the dotted key).
     """
     reader = SpecValidator(source, lines or {}, absolute_path(Path(base_dir)), name_key)
     keys = [key for key, _, _ in spec_options(cls)]
@@ -128,13 +115,10 @@ def from_dict(
 
 
 def load_spec(cls: type[S], path: str | Path, overrides: Sequence[str] = ()) -> S:
-    """Load and validate a spec file of class ``cls``, after applying ``key=value`` overrides.
+    """Load and validate a spec file of class ``cls`` after ``key=value`` overrides.
 
-    Relative paths in the file resolve against the file's folder.
-
-    Raises:
-        InputError: The file cannot be read or parsed, an override is malformed, or the spec is
-            invalid; the error names the file, line and key.
+    Relative paths resolve against the file's folder. Raises ``InputError`` naming the file, line
+    and key when the file cannot be read, an override is malformed or the spec is invalid.
     """
     data, lines, path = load_spec_data(path, overrides)
     return from_dict(cls, data, base_dir=path.parent, source=path, lines=lines)

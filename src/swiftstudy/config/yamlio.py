@@ -1,9 +1,9 @@
-"""YAML reading and writing that remembers line numbers, and ``key=value`` overrides.
+"""YAML that remembers the line of every key, and torchtune-style ``key=value`` overrides.
 
-``load_yaml`` returns plain Python values together with a map from key paths to the 1-based line
-each node starts on, so that spec checks can point a user at the exact line of a bad value.
-``apply_overrides`` applies torchtune-style command-line overrides such as ``batch_size=4`` or
-``metrics.0.name=x``.
+``load_yaml`` gives plain values and the 1-based line each key path starts on (``("sets", "cot",
+"path")``, ``("metrics", 2)``; ``()`` is the root), so that an error can name the line of a bad
+value. ``apply_overrides`` applies ``batch_size=4`` or ``metrics.0.name=x`` and marks those keys as
+set on the command line.
 """
 
 from __future__ import annotations
@@ -26,24 +26,14 @@ KeyPath = tuple[Any, ...]
 #: The 1-based line of each key path of a spec; None for a key set by a command-line override.
 Lines = Mapping[KeyPath, int | None]
 
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def load_yaml(path: str | Path) -> tuple[Any, dict[KeyPath, int]]:
-    """Read a YAML file into plain Python values and a map of key paths to line numbers.
+    """Read a YAML file into plain values (dicts, lists, SafeLoader's scalars) and key lines.
 
-    Mappings become ``dict``, sequences ``list`` and scalars the values SafeLoader gives them
-    (``str``, ``int``, ``float``, ``bool``, ``None``, ...). The map sends every key path, e.g.
-    ``("sets", "cot", "path")`` or ``("metrics", 2, "probes")``, to the 1-based line where that
-    node starts (for a mapping entry, the line of its key); the empty tuple is the document root.
-
-    Args:
-        path: The YAML file.
-
-    Returns:
-        ``(data, lines)``; an empty document gives ``(None, {})``.
+    A mapping entry's line is its key's line. An empty document gives ``(None, {})``.
 
     Raises:
         InputError: The file is missing or unreadable, is not valid YAML, repeats a key, or uses
@@ -60,71 +50,53 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[KeyPath, int]]:
         raise InputError(f"not UTF-8 text ({exc.reason})", path=path) from None
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror})", path=path) from None
-
     loader = yaml.SafeLoader(text)
+    lines: dict[KeyPath, int] = {}
     try:
-        try:
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            line = _mark_line(exc)
-            raise InputError(_describe_yaml_error(exc), path=path, line=line) from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"invalid YAML: {_one_line(str(exc))}", path=path) from None
-        lines: dict[KeyPath, int] = {}
+        root = loader.get_single_node()
         data = None if root is None else _Builder(path, loader, lines).build(root, ())
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, path) from None
     finally:
         loader.dispose()
     return data, lines
 
 
-def apply_overrides(data: Any, overrides: Sequence[str]) -> Any:
-    """Apply ``key=value`` command-line overrides to loaded YAML data.
+def apply_overrides(
+    data: Any, overrides: Sequence[str], lines: dict[KeyPath, int | None] | None = None
+) -> Any:
+    """Apply ``key=value`` command-line overrides to loaded YAML data (not modified: copied).
 
-    Keys are dotted paths (``a.b.c``); a numeric part indexes a list (``metrics.0.name``).
-    Missing mapping keys are created, so ``batch_tokens=4096`` works when the file leaves it out.
-    Values are parsed as YAML (``4`` is an int, ``null`` is None, ``[a, b]`` a list, ``'4'`` a
-    string).
-
-    Args:
-        data: Loaded YAML data (``None`` for an empty document is treated as ``{}``).
-        overrides: Strings of the form ``key=value``.
-
-    Returns:
-        A new object with the overrides applied; ``data`` is not modified.
+    Keys are dotted paths; a numeric part indexes a list (``metrics.0.name``); missing mapping
+    keys are created. Values are parsed as YAML (``4``, ``null``, ``[a, b]``, ``'4'``). ``None``
+    data (an empty document) is taken as ``{}``. Given ``lines``, each overridden key (and each
+    parent it creates) is marked None there, and the file's lines below it are dropped.
 
     Raises:
         InputError: An override has no ``=``, an empty key, a value that is not valid YAML, or a
-            path that runs through a scalar or past the end of a list. ``key`` names the override.
+            path that runs through a scalar or past the end of a list; ``key`` names it.
     """
     result = {} if data is None else copy.deepcopy(data)
     for override in overrides:
         key, value = _parse_override(override)
         result = _set_path(result, key, value)
         logger.debug("override %s = %r", key, value)
+        if lines is not None:
+            key_path = override_key_path(key)
+            for below in [k for k in lines if k[: len(key_path)] == key_path]:
+                del lines[below]
+            for depth in range(1, len(key_path) + 1):
+                lines.setdefault(key_path[:depth], None)
     return result
 
 
 def dump_yaml(data: Any) -> str:
-    """Serialise plain data to YAML text, keeping key order and unicode characters.
-
-    Args:
-        data: Plain Python values (dicts, lists, strings, numbers, booleans, None).
-
-    Returns:
-        The YAML document as a string.
-    """
+    """Plain data as YAML text, in key order and with unicode characters as they are."""
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def override_key_path(key: str) -> KeyPath:
-    """Split a dotted override key into a key path (numeric parts become list indices).
-
-    Args:
-        key: A dotted key such as ``metrics.0.name``.
-
-    Returns:
-        The key path, e.g. ``("metrics", 0, "name")``.
-    """
+    """``metrics.0.name`` → ``("metrics", 0, "name")``: numeric parts index lists."""
     return tuple(int(part) if part.isdigit() else part for part in key.split("."))
 
 
@@ -144,7 +116,7 @@ class _Builder:
     def build(self, node: Node, key_path: KeyPath, line: int | None = None) -> Any:
         self.lines[key_path] = node.start_mark.line + 1 if line is None else line
         if isinstance(node, ScalarNode):
-            return self.construct(node)
+            return self.loader.construct_object(node, deep=True)
         if id(node) in self._active:
             raise self.fail("recursive alias (a node that contains itself)", node)
         self._active.add(id(node))
@@ -154,7 +126,7 @@ class _Builder:
             if isinstance(node, SequenceNode) and node.tag == _SEQ_TAG:
                 return [self.build(item, (*key_path, i)) for i, item in enumerate(node.value)]
             # Other collection tags SafeLoader knows (!!set, !!omap, ...): no per-item lines.
-            return self.construct(node)
+            return self.loader.construct_object(node, deep=True)
         finally:
             self._active.discard(id(node))
 
@@ -165,36 +137,23 @@ class _Builder:
         for index, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, ScalarNode):
                 raise self.fail("mapping keys must be plain scalars", key_node)
-            key = self.construct(key_node)
+            key = self.loader.construct_object(key_node, deep=True)
             # Merged ("<<") entries come first and may be overridden; written keys may not repeat.
             if index >= merged:
                 if key in explicit:
                     raise self.fail(f"duplicate key {key!r}", key_node)
                 explicit.add(key)
-            result[key] = self.build(
-                value_node, (*key_path, key), line=key_node.start_mark.line + 1
-            )
+            line = key_node.start_mark.line + 1
+            result[key] = self.build(value_node, (*key_path, key), line=line)
         return result
 
     def _merged_count(self, node: MappingNode) -> int:
         """Resolve ``<<`` merge keys in place; return how many leading entries they produced."""
         if id(node) not in self._merged:
             written = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
-            try:
-                self.loader.flatten_mapping(node)
-            except yaml.MarkedYAMLError as exc:
-                line = _mark_line(exc)
-                raise InputError(_describe_yaml_error(exc), path=self.path, line=line) from None
+            self.loader.flatten_mapping(node)
             self._merged[id(node)] = len(node.value) - written
         return self._merged[id(node)]
-
-    def construct(self, node: Node) -> Any:
-        try:
-            return self.loader.construct_object(node, deep=True)
-        except yaml.MarkedYAMLError as exc:
-            raise InputError(
-                _describe_yaml_error(exc), path=self.path, line=_mark_line(exc)
-            ) from None
 
 
 def _parse_override(override: str) -> tuple[str, Any]:
@@ -221,12 +180,8 @@ def _set_path(data: Any, key: str, value: Any) -> Any:
         if isinstance(container, dict):
             if part not in container and str(part) in container:
                 part = str(part)
-            if last:
-                container[part] = value
-            else:
-                if container.get(part) is None:
-                    container[part] = {}
-                container = container[part]
+            if not last and container.get(part) is None:
+                container[part] = {}
         elif isinstance(container, list):
             if not isinstance(part, int):
                 raise InputError(f"{where} is a list: use a numeric index, not {part!r}", key=key)
@@ -234,24 +189,23 @@ def _set_path(data: Any, key: str, value: Any) -> Any:
                 raise InputError(
                     f"index {part} is out of range: {where} has {len(container)} items", key=key
                 )
-            if last:
-                container[part] = value
-            else:
-                container = container[part]
         else:
             raise InputError(
                 f"cannot set {key}: {where} is a {type(container).__name__}, not a mapping",
                 key=key,
             )
+        if last:
+            container[part] = value
+        else:
+            container = container[part]
     return data
 
 
-def _mark_line(exc: yaml.MarkedYAMLError) -> int | None:
-    mark = exc.problem_mark or exc.context_mark
-    return None if mark is None else mark.line + 1
-
-
-def _describe_yaml_error(exc: yaml.MarkedYAMLError) -> str:
+def _yaml_error(exc: yaml.YAMLError, path: Path) -> InputError:
+    """A YAML error as one line at its line: the problem, its column, and where its context
+    (an unclosed bracket, ...) started."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return InputError(f"invalid YAML: {_one_line(str(exc))}", path=path)
     parts = [exc.problem or "invalid YAML"]
     if exc.problem_mark is not None:
         parts[0] += f" (column {exc.problem_mark.column + 1})"
@@ -260,7 +214,9 @@ def _describe_yaml_error(exc: yaml.MarkedYAMLError) -> str:
         if exc.context_mark is not None:
             context += f" started at line {exc.context_mark.line + 1}"
         parts.append(context)
-    return _one_line("invalid YAML: " + ", ".join(parts))
+    mark = exc.problem_mark or exc.context_mark
+    line = None if mark is None else mark.line + 1
+    return InputError(_one_line("invalid YAML: " + ", ".join(parts)), path=path, line=line)
 
 
 def _one_line(text: str) -> str:

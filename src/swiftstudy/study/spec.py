@@ -1,9 +1,8 @@
 """The study spec: which model, checkpoints, probe/eval sets and metrics a study computes.
 
-A spec is a YAML file loaded into frozen dataclasses by ``load_study_spec``. All validation lives
-in this module; every error is an ``InputError`` naming the spec file, the line and the dotted key
-(``metrics[1].probes``). Validation is about shape and values only: whether the data, checkpoint
-and model files exist is checked by the modules that open them.
+Its keys are declared once with ``config.option``; ``load_study_spec`` reads a YAML file, and an
+error names the file, the line and the dotted key (``metrics[1].probes``). Only shape and values
+are checked here: whether the data, checkpoint and model files exist, the modules that open them.
 
 Example::
 
@@ -28,26 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from swiftstudy.config import (
-    Check,
-    KeyPath,
-    Lines,
-    Spec,
-    SpecValidator,
-    describe_value,
-    device,
-    dtype,
-    from_dict,
-    load_spec,
-    model,
-    nested,
-    option,
-    read_spec,
-    regexes,
-)
+from swiftstudy.config.fields import Check, among, device, dtype, listed, nested, option, regex
+from swiftstudy.config.reader import SpecValidator, describe_value
+from swiftstudy.config.spec import Spec, from_dict, load_spec, read_spec
+from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     CHECKPOINT_WEIGHTINGS,
     CONTEXTS,
@@ -101,19 +88,13 @@ class SetSpec(Spec):
     """
 
     name: str
-    path: Path | str = option(
-        doc="The data file or folder, or a Hub dataset id.", check=Check(_data_path)
-    )
+    path: Path | str = option(doc="The data file or folder, or a Hub dataset id.", check=_data_path)
     split: str | None = option(None, "The split to read, for formats that have splits.")
     config_name: str | None = option(
         None, "The dataset configuration (load_dataset).", key="name", omit_default=True
     )
     columns: tuple[tuple[str, str], ...] = option(
-        (),
-        "{field: column}: what each column holds.",
-        check=Check(_columns),
-        omit_default=True,
-        dump=dict,
+        (), "{field: column}: what each column holds.", check=_columns, omit_default=True, dump=dict
     )
     format: str = option(
         READ_AUTO, "auto, or trl: TRL's formats.", choices=READ_FORMATS, omit_default=True
@@ -129,15 +110,12 @@ class SetSpec(Spec):
         }
 
 
-def _set_name(reader: SpecValidator, value: Any, key_path: KeyPath) -> str:
-    return reader.choice(value, [s.name for s in reader.lookup("sets")], key_path, what="set")
+_SET = among("sets", "set")
 
 
 def _control(reader: SpecValidator, value: Any, key_path: KeyPath) -> str | None:
-    if value is None:
-        return None
-    control = _set_name(reader, value, key_path)
-    if control == reader.lookup("probes"):
+    control = None if value is None else _SET(reader, value, key_path)
+    if control is not None and control == reader.lookup("probes"):
         raise reader.error(
             f"the control {control!r} is the metric's own probe set; name another probe set "
             "(unrelated tasks, or the plain data the strategy was derived from)",
@@ -155,14 +133,11 @@ class MetricSpec(Spec):
     """
 
     name: str = option(doc="Free-text label, kept exactly as written.")
-    probes: str = option(doc="The probe set.", check=Check(_set_name))
-    evals: str = option(doc="The eval set.", check=Check(_set_name))
+    probes: str = option(doc="The probe set.", check=_SET)
+    evals: str = option(doc="The eval set.", check=_SET)
     context: str = option(doc="in-task or cross-task.", choices=CONTEXTS)
     control: str | None = option(
-        None,
-        "A probe set; the headline is the margin over it.",
-        check=Check(_control),
-        omit_default=True,
+        None, "A probe set; the headline is the margin over it.", check=_control, omit_default=True
     )
     added_for: int | None = field(default=None, compare=False, repr=False)
 
@@ -189,6 +164,9 @@ class CheckpointRef(Spec):
     step: int | None = option(None, "The training step; null reads it from the checkpoint.", min=0)
 
 
+_CHECKPOINT = nested(CheckpointRef, "a checkpoint {path, step}", shorthand="path")
+
+
 def _checkpoints(
     reader: SpecValidator, value: Any, key_path: KeyPath
 ) -> Path | tuple[CheckpointRef, ...]:
@@ -200,12 +178,7 @@ def _checkpoints(
         )
     if not value:
         raise reader.error("the list of checkpoints is empty", key_path)
-    refs = [
-        nested(CheckpointRef, "a checkpoint {path, step}", shorthand="path")(
-            reader, item, (*key_path, index)
-        )
-        for index, item in enumerate(value)
-    ]
+    refs = [_CHECKPOINT(reader, item, (*key_path, index)) for index, item in enumerate(value)]
     steps = [ref.step for ref in refs]
     for index, step in enumerate(steps):
         if step is not None and step in steps[:index]:
@@ -238,9 +211,8 @@ def _metrics(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[Metr
     metrics: list[MetricSpec] = []
     for index, item in enumerate(value):
         item_path = (*key_path, index)
-        metric = read_spec(
-            MetricSpec, item, reader, item_path, "a metric {name, probes, evals, context}"
-        )
+        what = "a metric {name, probes, evals, context}"
+        metric = read_spec(MetricSpec, item, reader, item_path, what)
         names = [m.name for m in metrics]
         if metric.name in names:
             raise reader.error(
@@ -262,7 +234,9 @@ def _seed(reader: SpecValidator, value: Any, key_path: KeyPath) -> int:
 class StudySpec(Spec):
     """A validated study spec (``spec_path``: its file, for messages; not compared or saved)."""
 
-    model: str = option(doc="Model alias, local folder, hub id or .gguf path.", check=model())
+    model: str = option(
+        doc="Model alias, local folder, hub id or .gguf path.", check=SpecValidator.model
+    )
     checkpoints: Path | tuple[CheckpointRef, ...] = option(
         doc="A folder of checkpoints, or a list of {path, step}.",
         check=Check(_checkpoints, spec=CheckpointRef, each="[]"),
@@ -288,7 +262,9 @@ class StudySpec(Spec):
         choices=ON_OVERFLOW_MODES,
     )
     params: tuple[str, ...] = option(
-        DEFAULT_FULL_PARAMS, "Regexes of the weights of full-model checkpoints.", check=regexes()
+        DEFAULT_FULL_PARAMS,
+        "Regexes of the weights of full-model checkpoints.",
+        check=listed(regex, "regexes"),
     )
     cache_dir: Path | None = option(
         None, "The gradient cache; null: $SWIFTSTUDY_CACHE or the user's."
@@ -305,9 +281,7 @@ class StudySpec(Spec):
     projection_dim: int | None = option(
         None, "k: gradients projected to k dimensions (Rademacher); null: exact.", min=1
     )
-    projection_seed: int = option(
-        DEFAULT_PROJECTION_SEED, "The projection's seed.", check=Check(_seed)
-    )
+    projection_seed: int = option(DEFAULT_PROJECTION_SEED, "The projection's seed.", check=_seed)
     preconditioner: str = option(
         PRECONDITIONER_NONE,
         "none, or adam: the Adam update of optimizer.pt (LESS).",
@@ -339,23 +313,10 @@ class StudySpec(Spec):
         )
 
 
-def load_study_spec(path: str | Path, overrides: Sequence[str] = ()) -> StudySpec:
-    """Load and validate a study spec file, after applying ``key=value`` overrides.
-
-    Relative paths in the file resolve against the file's folder; errors name the file, line and
-    key (see ``config.load_spec``).
-    """
-    return load_spec(StudySpec, path, overrides)
-
-
-def spec_from_dict(
-    data: Any, *, base_dir: Path, source: Path | None = None, lines: Lines | None = None
-) -> StudySpec:
-    """Validate plain data (as loaded from YAML) and build a ``StudySpec`` (see ``from_dict``).
-
-    ``spec_from_dict(spec.to_dict(), base_dir=...)`` gives back an equal spec.
-    """
-    return from_dict(StudySpec, data, base_dir=base_dir, source=source, lines=lines)
+#: ``load_study_spec(path, overrides=())``: a spec file, after overrides (``config.load_spec``).
+load_study_spec = partial(load_spec, StudySpec)
+#: ``spec_from_dict(data, *, base_dir, ...)``: plain data as a spec (``config.from_dict``).
+spec_from_dict = partial(from_dict, StudySpec)
 
 
 def control_metric_name(control: str, evals: str, context: str) -> str:

@@ -1,10 +1,10 @@
 """The train spec: the base model, the data and the LoRA (or full) fine-tuning hyperparameters.
 
-A spec is a YAML file loaded into frozen dataclasses by ``load_train_spec``. All validation lives
-in this module; every error is an ``InputError`` naming the spec file, the line and the dotted key
-(``lora.targets[1]``). Only ``model`` and ``data`` are required; the defaults are the reference
-setup (LoRA r=64, alpha=512, dropout 0 on ``up_proj`` / ``down_proj``, lr 1e-5 decaying linearly
-to 1e-7 after 10 warmup steps, global batch 32, 6 epochs, a checkpoint every 50 steps).
+Its keys are declared once with ``config.option``; ``load_train_spec`` reads a YAML file, and an
+error names the file, the line and the dotted key (``lora.targets[1]``). Only ``model`` and
+``data`` are required; the defaults are the reference setup (LoRA r=64, alpha=512, dropout 0
+on ``up_proj`` / ``down_proj``, lr 1e-5 decaying linearly to 1e-7 after 10 warmup steps, global
+batch 32, 6 epochs, a checkpoint every 50 steps).
 
 Example::
 
@@ -21,26 +21,15 @@ replaces the other one written in the file.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from swiftstudy.config import (
-    Check,
-    KeyPath,
-    Lines,
-    Spec,
-    SpecValidator,
-    describe_value,
-    device,
-    from_dict,
-    load_spec,
-    model,
-    nested,
-    option,
-    spec_to_dict,
-)
+from swiftstudy.config.fields import Check, listed, nested, option
+from swiftstudy.config.reader import SpecValidator
+from swiftstudy.config.spec import Spec, from_dict, load_spec, spec_to_dict
+from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     DEFAULT_EPOCHS,
     DEFAULT_LORA_ALPHA,
@@ -73,23 +62,6 @@ class DataSource(Spec):
     split: str | None = option(None, "The split to read from a saved DatasetDict.")
 
 
-def _dropout(reader: SpecValidator, value: Any, key_path: KeyPath) -> float:
-    dropout = reader.number(value, key_path, positive=False)
-    if dropout >= 1:
-        raise reader.error(f"must be below 1, got {dropout}", key_path)
-    return dropout
-
-
-def _targets(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise reader.error(
-            f"expected a non-empty list of module names, got {describe_value(value)}", key_path
-        )
-    return tuple(reader.string(name, (*key_path, i)) for i, name in enumerate(value))
-
-
 @dataclass(frozen=True)
 class LoraSpec(Spec):
     """The LoRA adapter trained on the frozen base model."""
@@ -98,25 +70,24 @@ class LoraSpec(Spec):
     alpha: float = option(
         DEFAULT_LORA_ALPHA, "lora_alpha: the update is scaled by alpha / r.", positive=True
     )
-    dropout: float = option(
-        DEFAULT_LORA_DROPOUT, "Dropout on the adapter's input.", check=Check(_dropout)
-    )
+    dropout: float = option(DEFAULT_LORA_DROPOUT, "Dropout on the adapter's input.", below=1)
     targets: tuple[str, ...] = option(
         DEFAULT_LORA_TARGETS,
         "Module names (suffixes) to adapt (target_modules).",
-        check=Check(_targets),
+        check=listed(SpecValidator.string, "module names", single=True),
     )
+
+
+_SOURCE = nested(DataSource, "a data path or {path, split}", shorthand="path")
 
 
 def _data(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[DataSource, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not items:
+    """One source (a path or ``{path, split}``) or a non-empty list of them."""
+    if not isinstance(value, list):
+        return (_SOURCE(reader, value, key_path),)
+    if not value:
         raise reader.error("the list of data sources is empty", key_path)
-    source = nested(DataSource, "a data path or {path, split}", shorthand="path")
-    where = [(*key_path, i) for i in range(len(items))] if isinstance(value, list) else [key_path]
-    return tuple(
-        source(reader, item, item_path) for item, item_path in zip(items, where, strict=True)
-    )
+    return tuple(_SOURCE(reader, item, (*key_path, i)) for i, item in enumerate(value))
 
 
 @dataclass(frozen=True)
@@ -127,7 +98,9 @@ class TrainSpec(Spec):
     override replaces the other one written in the file.
     """
 
-    model: str = option(doc="Model alias, local folder, hub id or .gguf path.", check=model())
+    model: str = option(
+        doc="Model alias, local folder, hub id or .gguf path.", check=SpecValidator.model
+    )
     data: tuple[DataSource, ...] = option(
         doc="The data sources, in order.", check=Check(_data, spec=DataSource, each="[]")
     )
@@ -157,9 +130,7 @@ class TrainSpec(Spec):
     )
     full_finetune: bool = option(False, "Train every weight instead of a LoRA adapter.")
     device: str = option(
-        DEFAULT_TRAIN_DEVICE,
-        "auto (a GPU if any), cpu or cuda.",
-        check=device(TRAIN_DEVICES, indexed=False),
+        DEFAULT_TRAIN_DEVICE, "auto (a GPU if any), cpu or cuda.", choices=TRAIN_DEVICES
     )
     spec_path: Path | None = field(default=None, compare=False, repr=False)
 
@@ -200,7 +171,7 @@ def _duration(
     epochs, max_steps = values.get("epochs"), values.get("max_steps")
     if epochs is not None and max_steps is not None:
         keys = ("epochs", "max_steps")
-        by_override = [k for k in keys if reader.lines.get((*key_path, k), 0) is None]
+        by_override = [k for k in keys if reader.overridden((*key_path, k))]
         if len(by_override) != 1:
             raise reader.error("give epochs or max_steps, not both", (*key_path, "max_steps"))
         values["max_steps" if by_override == ["epochs"] else "epochs"] = None
@@ -210,20 +181,7 @@ def _duration(
         raise reader.error("set epochs or max_steps", (*key_path, "epochs"))
 
 
-def load_train_spec(path: str | Path, overrides: Sequence[str] = ()) -> TrainSpec:
-    """Load and validate a train spec file, after applying ``key=value`` overrides.
-
-    Relative paths in the file resolve against the file's folder; errors name the file, line and
-    key (see ``config.load_spec``).
-    """
-    return load_spec(TrainSpec, path, overrides)
-
-
-def train_spec_from_dict(
-    data: Any, *, base_dir: Path, source: Path | None = None, lines: Lines | None = None
-) -> TrainSpec:
-    """Validate plain data (as loaded from YAML) and build a ``TrainSpec`` (see ``from_dict``).
-
-    ``train_spec_from_dict(spec.to_dict(), base_dir=...)`` gives back an equal spec.
-    """
-    return from_dict(TrainSpec, data, base_dir=base_dir, source=source, lines=lines)
+#: ``load_train_spec(path, overrides=())``: a spec file, after overrides (``config.load_spec``).
+load_train_spec = partial(load_spec, TrainSpec)
+#: ``train_spec_from_dict(data, *, base_dir, ...)``: plain data as a spec (``config.from_dict``).
+train_spec_from_dict = partial(from_dict, TrainSpec)

@@ -20,18 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftstudy.config import (
-    Check,
-    KeyPath,
-    Spec,
-    SpecValidator,
-    describe_value,
-    option,
-    read_spec,
-    regex,
-)
+from swiftstudy.config.fields import Check, listed, option, regex
 from swiftstudy.config.generators import OpenAISettings
-from swiftstudy.config.spec import spec_options
+from swiftstudy.config.reader import SpecValidator
+from swiftstudy.config.spec import Spec, read_spec, spec_options
+from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     DEFAULT_JUDGE_MAX_NEW_TOKENS,
     DEFAULT_NUMERIC_TOLERANCE,
@@ -62,35 +55,29 @@ class JudgeSpec(OpenAISettings):
     cache_dir: Path | None = option(None, "Where verdicts are cached; null: the user cache folder.")
 
 
-def _given(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
-    return value
-
-
 def _pattern(reader: SpecValidator, value: Any, key_path: KeyPath) -> str:
-    pattern = regex().run(reader, value, key_path)
+    pattern = regex(reader, value, key_path)
     groups = re.compile(pattern).groups
     if groups > 1:
         logger.info("%s has %d groups: the first one is compared", pattern, groups)
     return pattern
 
 
+def _label(reader: SpecValidator, label: Any, key_path: KeyPath) -> str:
+    if isinstance(label, bool):
+        raise reader.error(f"YAML reads this label as {label}: write it in quotes", key_path)
+    # Multiple choice by number: [1, 2, 3, 4].
+    return reader.string(str(label) if isinstance(label, int) else label, key_path)
+
+
+_LABELS = listed(_label, "labels", least=2)
+
+
 def _labels(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[str, ...]:
-    if not isinstance(value, list) or len(value) < 2:
-        raise reader.error(
-            f"expected a list of at least 2 labels, got {describe_value(value)}", key_path
-        )
-    labels = []
-    for index, label in enumerate(value):
-        if isinstance(label, bool):
-            raise reader.error(
-                f"YAML reads this label as {label}: write it in quotes", (*key_path, index)
-            )
-        if isinstance(label, int):
-            label = str(label)  # multiple choice by number: [1, 2, 3, 4]
-        labels.append(reader.string(label, (*key_path, index)))
+    labels = _LABELS(reader, value, key_path)
     if len(set(labels)) != len(labels):
         raise reader.error("labels repeat", key_path)
-    return tuple(labels)
+    return labels
 
 
 @dataclass(frozen=True)
@@ -104,12 +91,12 @@ class EvaluatorSpec(Spec):
     case_sensitive: bool = option(False, "Compare with case (exact, contains, regex, choice).")
     tolerance: float = option(DEFAULT_NUMERIC_TOLERANCE, "Absolute tolerance of numeric.")
     relative_tolerance: float = option(0.0, "Relative tolerance of numeric.")
-    pattern: str | None = option(None, "The regex of regex.", check=Check(_pattern))
-    labels: tuple[str, ...] = option((), "The labels of choice.", check=Check(_labels))
+    pattern: str | None = option(None, "The regex of regex.", check=_pattern)
+    labels: tuple[str, ...] = option((), "The labels of choice.", check=_labels)
     judge: JudgeSpec | None = option(
         None,
         "judge: the grading model, from the keys below.",
-        check=Check(_given, spec=JudgeSpec, each=None),
+        check=Check(lambda reader, value, key_path: value, spec=JudgeSpec, each=None),
     )
 
 

@@ -1,7 +1,7 @@
 """The validate spec: the model, the eval set and its evaluator, the runs to train, the baseline.
 
-A spec is a YAML file loaded into frozen dataclasses by ``load_validate_spec``; every error is an
-``InputError`` naming the spec file, the line and the dotted key (``runs[2].lr``). Each run is a
+``load_validate_spec`` reads a YAML file; an error names the file, the line and the dotted key
+where the value is written (``runs[2].lr``, ``train.lr``). Each run is a
 ``swiftstudy train`` spec: the ``train:`` defaults, then the run's own keys (a run's ``epochs`` or
 ``max_steps`` replaces both of the defaults'; mappings such as ``lora`` merge key by key), with the
 top-level ``model``. ``init_from:`` may name another run, which then trains first and hands over
@@ -23,27 +23,15 @@ Example::
 from __future__ import annotations
 
 import copy
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from swiftstudy.config import (
-    Check,
-    KeyPath,
-    Lines,
-    Spec,
-    SpecValidator,
-    describe_value,
-    device,
-    dtype,
-    from_dict,
-    load_spec,
-    model,
-    nested,
-    option,
-)
+from swiftstudy.config.fields import Check, among, device, dtype, nested, option
+from swiftstudy.config.reader import SpecValidator, describe_value
+from swiftstudy.config.spec import Spec, from_dict, load_spec, read_spec
+from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     ADAPTER_CONFIG,
     CHECKPOINT_PREFIX,
@@ -57,8 +45,7 @@ from swiftstudy.constants import (
     QUICK_MAX_NEW_TOKENS,
     QUICK_MAX_STEPS,
 )
-from swiftstudy.errors import InputError
-from swiftstudy.train import TrainSpec, train_spec_from_dict
+from swiftstudy.train import TrainSpec
 from swiftstudy.validate.evaluator_spec import EvaluatorSpec, read_evaluator
 
 _DURATION_KEYS = ("epochs", "max_steps")
@@ -97,15 +84,17 @@ class RunSpec(Spec):
     checkpoint: Path | None = option(None, "An adapter, model or run folder to evaluate.")
 
 
+_RUN = among("runs", "run")
+
+
 def _swift_metrics(
     reader: SpecValidator, value: Any, key_path: KeyPath
 ) -> tuple[tuple[str, str], ...]:
     chosen = reader.mapping(value or {}, key_path, "a mapping {run: metric name}")
-    names = [run.name for run in reader.lookup("runs")]
     metrics = []
     for run, metric in chosen.items():
         run_path = (*key_path, run)
-        run = reader.choice(str(run), names, run_path, what="run")
+        run = _RUN(reader, str(run), run_path)
         if run == reader.lookup("baseline"):
             raise reader.error("the baseline has no gain to compare", run_path)
         metrics.append((run, reader.string(metric, run_path)))
@@ -118,10 +107,7 @@ class SwiftSpec(Spec):
 
     scores: Path = option(doc="Its scores.csv.")
     metrics: tuple[tuple[str, str], ...] = option(
-        (),
-        "{run: metric name} by hand; other runs match by name.",
-        check=Check(_swift_metrics),
-        dump=dict,
+        (), "{run: metric name} by hand; other runs match by name.", check=_swift_metrics, dump=dict
     )
 
 
@@ -134,11 +120,6 @@ class QuickSpec(Spec):
     max_new_tokens: int = option(QUICK_MAX_NEW_TOKENS, "The most tokens of an answer.", min=1)
 
 
-def _baseline(reader: SpecValidator, value: Any, key_path: KeyPath) -> str:
-    names = [run.name for run in reader.lookup("runs")]
-    return reader.choice(value, names, key_path, what="run")
-
-
 @dataclass(frozen=True)
 class ValidateSpec(Spec):
     """A validated validate spec (``spec_path``: its file; not compared or saved)."""
@@ -148,18 +129,18 @@ class ValidateSpec(Spec):
         "base": "A run named base: a checkpoint (adapter, model or run folder) or its data.",
     }
 
-    model: str = option(doc="The base model every run fine-tunes.", check=model())
+    model: str = option(doc="The base model every run fine-tunes.", check=SpecValidator.model)
     eval: EvalSpec = option(
         doc="The eval set and its evaluator.",
         check=nested(EvalSpec, "a mapping {path, evaluator, ...}"),
     )
     runs: tuple[RunSpec, ...] = option(
         doc="Each {name, <train keys>} over train:, or {name, checkpoint}.",
-        check=Check(lambda r, v, k: _runs(r, v, k)),
+        check=lambda reader, value, key_path: _runs(reader, value, key_path),
     )
     baseline: str = option(
         doc="The run deltas are measured against (default: the first).",
-        check=Check(_baseline),
+        check=_RUN,
         fill=lambda reader: reader.lookup("runs")[0].name,
     )
     swift: SwiftSpec | None = option(
@@ -180,20 +161,10 @@ class ValidateSpec(Spec):
         raise KeyError(name)
 
 
-def load_validate_spec(path: str | Path, overrides: Sequence[str] = ()) -> ValidateSpec:
-    """Load and validate a validate spec file, after applying ``key=value`` overrides.
-
-    Relative paths in the file resolve against the file's folder; errors name the file, line and
-    key (see ``config.load_spec``).
-    """
-    return load_spec(ValidateSpec, path, overrides)
-
-
-def validate_spec_from_dict(
-    data: Any, *, base_dir: Path, source: Path | None = None, lines: Lines | None = None
-) -> ValidateSpec:
-    """Validate plain data (as loaded from YAML) and build a ``ValidateSpec`` (``from_dict``)."""
-    return from_dict(ValidateSpec, data, base_dir=base_dir, source=source, lines=lines)
+#: ``load_validate_spec(path, overrides=())``: a spec file, after overrides (``config.load_spec``).
+load_validate_spec = partial(load_spec, ValidateSpec)
+#: ``validate_spec_from_dict(data, *, base_dir, ...)``: plain data as a spec (``config.from_dict``).
+validate_spec_from_dict = partial(from_dict, ValidateSpec)
 
 
 def apply_quick(spec: ValidateSpec) -> ValidateSpec:
@@ -243,31 +214,17 @@ Entry = tuple[str, dict[Any, Any], KeyPath]
 
 def _runs(reader: SpecValidator, items: Any, key_path: KeyPath) -> tuple[RunSpec, ...]:
     """The runs (``base:`` first), each a train spec over the ``train:`` defaults."""
-    model = reader.lookup("model")
-    defaults = _train_defaults(reader, _lookup(reader, "train", {}))
-    entries = _run_entries(reader, items)
-    names = [name for name, _, _ in entries]
-    runs = tuple(
-        _run(reader, name, value, key_path, model, defaults, names)
-        for name, value, key_path in entries
+    defaults = reader.mapping(
+        reader.lookup("train", {}), ("train",), "a mapping of train keys (lr, epochs, ...)"
     )
-    _check_cycles(reader, runs, entries)
-    return runs
-
-
-def _lookup(reader: SpecValidator, name: str, default: Any) -> Any:
-    try:
-        return reader.lookup(name)
-    except KeyError:
-        return default
-
-
-def _train_defaults(reader: SpecValidator, value: Any) -> dict[Any, Any]:
-    defaults = reader.mapping(value, ("train",), "a mapping of train keys (lr, epochs, ...)")
     for key, why in (("model", "set it at the top level"), ("data", "each run names its data")):
         if key in defaults:
             raise reader.error(f"not a default: {why}", ("train", key))
-    return defaults
+    entries = _run_entries(reader, items)
+    names = [name for name, _, _ in entries]
+    runs = tuple(_run(reader, entry, defaults, names) for entry in entries)
+    _check_cycles(reader, runs, entries)
+    return runs
 
 
 def _run_entries(reader: SpecValidator, items: Any) -> list[Entry]:
@@ -277,7 +234,7 @@ def _run_entries(reader: SpecValidator, items: Any) -> list[Entry]:
             f"expected a non-empty list of runs, got {describe_value(items)}", ("runs",)
         )
     entries = []
-    base = _lookup(reader, "base", None)
+    base = reader.lookup("base", None)
     if base is not None:
         entries.append((_BASE_RUN, _base_entry(reader, base), ("base",)))
     seen = {name: key_path for name, _, key_path in entries}
@@ -305,63 +262,54 @@ def _base_entry(reader: SpecValidator, value: Any) -> dict[Any, Any]:
 
 
 def _run(
-    reader: SpecValidator,
-    name: str,
-    value: dict[Any, Any],
-    key_path: KeyPath,
-    model: str,
-    defaults: dict[Any, Any],
-    names: list[str],
+    reader: SpecValidator, entry: Entry, defaults: dict[Any, Any], names: list[str]
 ) -> RunSpec:
-    if "checkpoint" in value:
-        extra = [k for k in value if k != "checkpoint"]
+    """One run: its checkpoint, or its train spec (the defaults, then its own keys)."""
+    name, own, key_path = entry
+    if "checkpoint" in own:
+        extra = [k for k in own if k != "checkpoint"]
         if extra:
             raise reader.error(
                 "a run evaluated from a checkpoint takes no training keys", (*key_path, extra[0])
             )
-        checkpoint = reader.path(value["checkpoint"], (*key_path, "checkpoint"))
+        checkpoint = reader.path(own["checkpoint"], (*key_path, "checkpoint"))
         if not checkpoint.exists():
             raise reader.error(f"no such file or folder: {checkpoint}", (*key_path, "checkpoint"))
         return RunSpec(name, checkpoint=checkpoint)
-    own = dict(value)
     base = dict(defaults)
     if any(k in own for k in _DURATION_KEYS):
         base = {k: v for k, v in base.items() if k not in _DURATION_KEYS}
-    merged = _deep_merge(base, own)
-    merged["model"] = model
+    merged = {**_deep_merge(base, own), "model": reader.lookup("model")}
     init_run = None
     init = merged.get("init_from")
     if isinstance(init, str) and init in names:
-        where = (*key_path, "init_from") if "init_from" in own else ("train", "init_from")
+        at = (*key_path, "init_from") if "init_from" in own else ("train", "init_from")
         if init == name:
-            raise reader.error("a run cannot continue from itself", where)
+            raise reader.error("a run cannot continue from itself", at)
         init_run = init
         del merged["init_from"]
-    lines = _train_lines(reader.lines, key_path, own, base)
-    try:
-        train = train_spec_from_dict(
-            merged, base_dir=reader.base_dir, source=reader.source, lines=lines
-        )
-    except InputError as err:
-        raise _relocate(err, key_path, own, base) from None
+
+    def where(path: KeyPath) -> KeyPath:
+        """Where a key of the merged train spec is written: the run, ``train:`` or ``model``."""
+        if path[:1] == ("model",):
+            return path
+        if not _holds(own, path) and _holds(base, path):
+            return ("train", *path)
+        return (*key_path, *path)
+
+    merged_reader = SpecValidator(reader.source, reader.lines, reader.base_dir, where=where)
+    train = read_spec(TrainSpec, merged, merged_reader, spec_path=reader.source)
     return RunSpec(name, train=train, init_run=init_run)
 
 
-def _train_lines(
-    lines: Lines, key_path: KeyPath, own: dict[Any, Any], base: dict[Any, Any]
-) -> dict[KeyPath, int | None]:
-    """Line numbers of the merged train spec's keys: the run's own, else the defaults'."""
-    result: dict[KeyPath, int | None] = {}
-    if key_path in lines:
-        result[()] = lines[key_path]
-    if ("model",) in lines:
-        result[("model",)] = lines[("model",)]
-    for prefix, keys in ((("train",), base), (key_path, own)):
-        for where, line in lines.items():
-            inside = len(where) > len(prefix) and where[: len(prefix)] == prefix
-            if inside and where[len(prefix)] in keys:
-                result[where[len(prefix) :]] = line
-    return result
+def _holds(data: Any, key_path: KeyPath) -> bool:
+    """Whether ``data`` holds a value at ``key_path`` (through mappings and lists)."""
+    for part in key_path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return True
 
 
 def _check_cycles(reader: SpecValidator, runs: tuple[RunSpec, ...], entries: list[Entry]) -> None:
@@ -389,25 +337,6 @@ def _deep_merge(base: dict[Any, Any], own: dict[Any, Any]) -> dict[Any, Any]:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def _relocate(
-    err: InputError, key_path: KeyPath, own: dict[Any, Any], base: dict[Any, Any]
-) -> InputError:
-    """A train-spec error re-keyed to where its value is written: the run, ``train``, ``model``."""
-    key = err.key or ""
-    top = re.match(r"[^.\[]*", key).group(0)
-    if top == "model":
-        prefix = ""
-    elif top in base and top not in own:
-        prefix = "train."
-    elif key_path == ("base",):
-        prefix = "base."
-    else:
-        prefix = f"runs[{key_path[1]}]."
-    if not key:
-        prefix = prefix.rstrip(".")
-    return InputError(err.message, path=err.path, line=err.line, key=prefix + key or None)
 
 
 def _is_checkpoint_folder(path: Path) -> bool:
