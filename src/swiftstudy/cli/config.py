@@ -9,6 +9,17 @@ from typing import Any
 from swiftstudy.config.spec import default_text, describe_spec, spec_options
 
 
+def add_spec_arguments(
+    parser: argparse.ArgumentParser, command: str, out: str, example: str
+) -> None:
+    """The spec file, ``--out`` and the ``KEY=VALUE`` overrides of a command run from a spec."""
+    parser.add_argument("spec", help=f"the {command} spec (YAML)")
+    parser.add_argument("--out", required=True, help=out)
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help=f"override spec keys, e.g. {example}"
+    )
+
+
 def add_print_config(parser: argparse.ArgumentParser, spec: str, name_key: str = "") -> None:
     """``--print-config``: print every key of ``spec`` with its default and doc, then exit.
 

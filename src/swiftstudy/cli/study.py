@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from swiftstudy.cli.config import add_print_config
+from swiftstudy.cli.config import add_print_config, add_spec_arguments
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -15,11 +15,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Compute the relative influence of each probe example on each evaluation "
         "example at every checkpoint, the in-task and cross-task scores, and their figures.",
     )
-    parser.add_argument("spec", help="the study spec (YAML)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="override spec keys, e.g. batch_size=4"
-    )
+    add_spec_arguments(parser, "study", "output folder", "batch_size=4")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace results of a different config in --out"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from swiftstudy.cli.config import add_print_config
+from swiftstudy.cli.config import add_print_config, add_spec_arguments
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -15,11 +15,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Train a LoRA adapter (or the full model) on the completion tokens of the "
         "spec's data, saving checkpoint-<step>/ folders every save_steps steps and at the end.",
     )
-    parser.add_argument("spec", help="the train spec (YAML)")
-    parser.add_argument("--out", required=True, help="run folder for the checkpoints")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="override spec keys, e.g. max_steps=40"
-    )
+    add_spec_arguments(parser, "train", "run folder for the checkpoints", "max_steps=40")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --out"
     )

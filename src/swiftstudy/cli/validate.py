@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from swiftstudy.cli.config import add_print_config
+from swiftstudy.cli.config import add_print_config, add_spec_arguments
 
 if TYPE_CHECKING:
     from swiftstudy.validate import AccuracyRow
@@ -21,11 +21,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "answer the eval set greedily with each, grade the answers, and write accuracy.csv, "
         "predictions.jsonl, table.md, agreement.json (with swift:) and figures.",
     )
-    parser.add_argument("spec", help="the validate spec (YAML)")
-    parser.add_argument("--out", required=True, help="output folder (also holds the runs)")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="override spec keys, e.g. train.lr=1e-4"
-    )
+    add_spec_arguments(parser, "validate", "output folder (also holds the runs)", "train.lr=1e-4")
     parser.add_argument(
         "--quick",
         action="store_true",
