@@ -28,13 +28,15 @@ WARMUP_EXAMPLES = 2
 Sequences = list[tuple[Sequence[int], Sequence[int]]]
 
 
-def setup_model(dtype: torch.dtype, n_examples: int, trainable: bool = False):
+def setup_model(dtype: torch.dtype, n_examples: int, trainable: bool = False, device: str = "cpu"):
     """The LoRA model, its LoRA linear layers, the tokenized workload and the pad id.
 
     Args:
         dtype: The model's dtype.
         n_examples: How many workload examples.
         trainable: Whether the LoRA weights require gradients (a plain training step needs them).
+        device: Where the model goes (``cpu``, ``cuda``, ``cuda:N``). The adapter is drawn on
+            the CPU first, so every device starts from the same weights.
 
     Returns:
         ``(model, modules, sequences, pad_id)``; ``sequences`` are ``(input_ids, completion_mask)``.
@@ -47,7 +49,7 @@ def setup_model(dtype: torch.dtype, n_examples: int, trainable: bool = False):
     from swiftstudy.model import load_base_model
 
     model, tokenizer = load_base_model("smollm2", dtype=dtype)
-    model = add_random_lora(model)
+    model = add_random_lora(model).to(device)
     model.eval().requires_grad_(False)
     names = ("lora_A.default", "lora_B.default")
     modules = [m for n, m in model.named_modules() if n.endswith(names)]
@@ -76,18 +78,29 @@ def add_random_lora(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def time_run(run: Callable[[Sequences], Any], sequences: Sequences) -> tuple[Any, dict]:
+def time_run(
+    run: Callable[[Sequences], Any], sequences: Sequences, device: str = "cpu"
+) -> tuple[Any, dict]:
     """``run`` once on the first examples to warm up, then timed on all of them.
+
+    On CUDA the clock stops only once the device has finished (kernels run asynchronously), and
+    the peak GPU memory of the timed run is recorded.
 
     Returns:
         ``(result, stats)``: what ``run`` returned, and a dict of tensors (``seconds``, ``load``
         average before and after, peak RSS ``maxrss_kb``, torch ``threads``, ``tokens`` and
-        ``completion`` tokens), ready for ``torch.save``.
+        ``completion`` tokens, and on CUDA ``cuda_peak_bytes``), ready for ``torch.save``.
     """
+    cuda = torch.device(device).type == "cuda"
     run(sequences[:WARMUP_EXAMPLES])
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     result = run(sequences)
+    if cuda:
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     stats = {
         "seconds": torch.tensor(seconds),
@@ -97,6 +110,8 @@ def time_run(run: Callable[[Sequences], Any], sequences: Sequences) -> tuple[Any
         "tokens": torch.tensor(sum(len(ids) for ids, _ in sequences)),
         "completion": torch.tensor(sum(sum(mask) for _, mask in sequences)),
     }
+    if cuda:
+        stats["cuda_peak_bytes"] = torch.tensor(torch.cuda.max_memory_allocated(device))
     return result, stats
 
 
@@ -119,8 +134,24 @@ def scaled_error(gram: torch.Tensor, ref: torch.Tensor) -> float:
     return ((gram - ref).abs() / torch.outer(norms, norms)).max().item()
 
 
-def describe_machine(threads: int) -> str:
-    """One line: CPU model, CPUs, vector extensions, torch version and each method's threads."""
+def describe_machine(threads: int, device: str = "cpu") -> str:
+    """One line: CPU model, CPUs, vector extensions, torch version and each method's threads; on
+    CUDA also the GPU's name, its memory and the CUDA version torch was built with."""
     from swiftstudy.provenance import describe_machine as describe
 
-    return f"machine: {describe(threads)}"
+    line = f"machine: {describe(threads)}"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        line += "; GPU: none visible to torch"
+    elif torch.device(device).type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        line += (
+            f"; GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+        )
+    return line
+
+
+def peak_gib(result: dict) -> float:
+    """A timed run's peak memory in GiB: GPU memory allocated on CUDA, else resident memory."""
+    if "cuda_peak_bytes" in result:
+        return result["cuda_peak_bytes"].item() / 2**30
+    return result["maxrss_kb"].item() / 2**20

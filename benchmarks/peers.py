@@ -5,6 +5,7 @@ Run alone on a quiet machine, with the peers installed (``make bench-peers``, or
 
     python benchmarks/peers.py                       # 48 examples, one torch thread each
     python benchmarks/peers.py --examples 4 --methods naive bergson
+    python benchmarks/peers.py --device cuda --json peers.json   # on a GPU, rows also as JSON
 
 Every method gets the same examples (``workload.make_workload``), the same model and LoRA
 adapter (``common.setup_model``) and the same loss: the sum of the token NLL over the completion
@@ -50,6 +51,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -62,7 +64,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Sequences, describe_machine, measure, scaled_error, setup_model, time_run
+from common import (
+    Sequences,
+    describe_machine,
+    measure,
+    peak_gib,
+    scaled_error,
+    setup_model,
+    time_run,
+)
 
 PEERS = {"bergson": "2.5.1", "kronfluence": "1.0.1"}
 METHODS = ("naive", "engine", "bergson", "bergson-tokens", "kronfluence")
@@ -86,9 +96,10 @@ def _swiftstudy_runner(method: str, model, modules, pad_id: int, args: dict):
                 pad_id=pad_id,
                 max_examples=args["batch_size"],
                 max_tokens=args["batch_tokens"],
+                device=args["device"],
             )
         else:
-            grads = compute_naive_gradients(model, modules, seqs)
+            grads = compute_naive_gradients(model, modules, seqs, device=args["device"])
         return compute_dot_products(grads)
 
     return run
@@ -203,7 +214,7 @@ def _kronfluence_runner(method: str, model, modules, pad_id: int, args: dict):
             analysis_name=f"peers-{len(seqs)}",
             model=model,
             task=task,
-            cpu=True,
+            cpu=args["device"] == "cpu",
             disable_tqdm=True,
             output_dir=str(Path(args["workdir"]) / "kronfluence"),
         )
@@ -248,11 +259,11 @@ def _child(method: str, args: dict, result_path: str) -> None:
     logging.disable(logging.INFO)  # Bergson logs every module it tracks, in the timed loop
     torch.set_num_threads(args["threads"])
     dtype = torch.float64 if method == "reference" else torch.float32
-    model, modules, sequences, pad_id = setup_model(dtype, args["examples"])
+    model, modules, sequences, pad_id = setup_model(dtype, args["examples"], device=args["device"])
     with tempfile.TemporaryDirectory(prefix="peers-") as workdir:
         run = _RUNNERS[method](method, model, modules, pad_id, {**args, "workdir": workdir})
-        gram, out = time_run(run, sequences)
-    out["gram"] = gram
+        gram, out = time_run(run, sequences, device=args["device"])
+    out["gram"] = gram.cpu()
     torch.save(out, result_path)
 
 
@@ -292,16 +303,19 @@ def main() -> None:
     parser.add_argument("--bergson-token-batch", type=int, default=BERGSON_TOKEN_BATCH)
     parser.add_argument("--kronfluence-batch", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true", help="skip the float64 reference")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--json", type=Path, help="also write the table's rows to this file")
     opts = parser.parse_args()
     _check_peers(opts.methods)  # before anything imports transformers
 
     from swiftstudy.gradients import default_batch_tokens
     from swiftstudy.model import load_base_model
 
-    opts.batch_tokens = opts.batch_tokens or default_batch_tokens("cpu")
+    opts.batch_tokens = opts.batch_tokens or default_batch_tokens(opts.device)
     load_base_model("smollm2")  # convert the GGUF once, outside the timed children
     os.environ["TQDM_DISABLE"] = "1"  # the peers' progress bars; children inherit it at spawn
-    print(describe_machine(opts.threads))
+    machine = describe_machine(opts.threads, opts.device)
+    print(machine)
     print("  " + ", ".join(f"{p} {_version(p)}" for p in PEERS))
     args = {
         "examples": opts.examples,
@@ -310,6 +324,7 @@ def main() -> None:
         "batch_tokens": opts.batch_tokens,
         "bergson_token_batch": opts.bergson_token_batch,
         "kronfluence_batch": opts.kronfluence_batch,
+        "device": opts.device,
     }
     rows = []
     for method in opts.methods:
@@ -317,7 +332,7 @@ def main() -> None:
         rows.append((method, result))
         print(
             f"  {_label(method, opts):<38} {_per_example(result, opts):6.3f} s/example  "
-            f"peak RSS {result['maxrss_kb'].item() / 2**20:5.2f} GiB  "
+            f"peak {_memory_kind(opts)} {peak_gib(result):5.2f} GiB  "
             f"threads {result['threads'].item()}  "
             f"load {result['load'][0].item():.2f}->{result['load'][1].item():.2f}",
             flush=True,
@@ -330,22 +345,40 @@ def main() -> None:
     reference = None if opts.no_reference else measure(_child, "reference", args)
     naive = dict(rows).get("naive")
     print(
-        "\n| method | s/example | time vs naive | peak RSS GiB | max Gram error vs float64 | "
-        "load before → after |"
+        f"\n| method | s/example | time vs naive | peak {_memory_kind(opts)} GiB | "
+        "max Gram error vs float64 | load before → after |"
     )
     print("|---|---|---|---|---|---|")
+    table = []
     for method, result in rows:
-        vs_naive = f"{result['seconds'].item() / naive['seconds'].item():.2f}x" if naive else "-"
-        err = "-" if reference is None else f"{scaled_error(result['gram'], reference['gram']):.1e}"
+        vs_naive = result["seconds"].item() / naive["seconds"].item() if naive else None
+        err = None if reference is None else scaled_error(result["gram"], reference["gram"])
         print(
-            f"| {_label(method, opts)} | {_per_example(result, opts):.3f} | {vs_naive} | "
-            f"{result['maxrss_kb'].item() / 2**20:.2f} | {err} | "
+            f"| {_label(method, opts)} | {_per_example(result, opts):.3f} | "
+            f"{'-' if vs_naive is None else f'{vs_naive:.2f}x'} | {peak_gib(result):.2f} | "
+            f"{'-' if err is None else f'{err:.1e}'} | "
             f"{result['load'][0].item():.2f} → {result['load'][1].item():.2f} |"
+        )
+        table.append(
+            {
+                "method": method,
+                "label": _label(method, opts),
+                "peer": next((peer for peer in PEERS if method.startswith(peer)), None),
+                "seconds": result["seconds"].item(),
+                "per_example": _per_example(result, opts),
+                "time_vs_naive": vs_naive,
+                "peak_gib": peak_gib(result),
+                "gram_error": err,
+            }
         )
     print(
         f"\n'time vs naive': seconds over the naive loop's (above 1 is slower). "
-        f"{describe_machine(opts.threads)} each, load average now {os.getloadavg()}"
+        f"{machine} each, load average now {os.getloadavg()}"
     )
+    if opts.json is not None:
+        summary = {"device": opts.device, "machine": machine, "examples": opts.examples}
+        summary["rows"] = table
+        opts.json.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
 
 
 def _version(package: str) -> str:
@@ -353,6 +386,10 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def _memory_kind(opts: argparse.Namespace) -> str:
+    return "GPU" if torch.device(opts.device).type == "cuda" else "RSS"
 
 
 def _label(method: str, opts: argparse.Namespace) -> str:
