@@ -22,14 +22,14 @@ SUBCOMMANDS = (study, train, probes, report, validate, init, demo)
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from swiftstudy import __version__
+    from swiftstudy.provenance import package_version
 
     parser = argparse.ArgumentParser(
         prog="swiftstudy",
         description="Will a kind of instruction-tuning data help your model? "
         "Trace the relative influence of probe examples over a run's checkpoints.",
     )
-    parser.add_argument("--version", action="version", version=f"swiftstudy {__version__}")
+    parser.add_argument("--version", action="version", version=f"swiftstudy {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
