@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,18 @@ def test_validate_writes_every_file_and_reuses_unchanged_runs(validate_dir, trai
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert [r["trained"] for r in config["runs"]] == [True, True, True]
     assert config["n_queries"] == 5 and config["quick"] is False and config["loss_only"] is False
+    # Each run's decoding speed: recorded per run, and printed on its line.
+    for run in config["runs"]:
+        decoding = run["decoding"]
+        assert decoding["answers"] == 5 and decoding["seconds"] > 0
+        # At least the end-of-turn token (or one token) per answer, at most max_new_tokens.
+        assert 5 <= decoding["tokens"] <= 5 * 6
+        # tokens / seconds, within the rounding of seconds (to 1 ms) and of the speed (to 0.1).
+        seconds, speed = decoding["seconds"], decoding["tokens_per_second"]
+        low, high = decoding["tokens"] / (seconds + 5e-4), decoding["tokens"] / (seconds - 5e-4)
+        assert low - 0.05 <= speed <= high + 0.05
+    speeds = re.findall(r"decoding (\d+\.\d) tokens/s \((\d+) tokens in", printed)
+    assert [int(n) for _, n in speeds] == [r["decoding"]["tokens"] for r in config["runs"]]
     # `cont` continued from `base`'s final checkpoint, through `swiftstudy train`.
     cont_config = yaml.safe_load((out / "runs" / "cont" / "train_config.yaml").read_text())
     assert cont_config["spec"]["init_from"] == str(out / "runs" / "base" / "checkpoint-2")
@@ -164,6 +177,10 @@ def test_validate_writes_every_file_and_reuses_unchanged_runs(validate_dir, trai
     assert trainings == ["base", "base-more-427877ae", "cont"]
     assert [o.trained for o in result.runs] == [False, False, False]
     assert (out / "accuracy.csv").read_text() == first
+    # Nothing decoded: no speed recorded.
+    assert [stats.answers for stats in result.decoding.values()] == [0, 0, 0]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert [r["decoding"] for r in config["runs"]] == [None, None, None]
 
     # A changed run is trained again, alone.
     swiftstudy.run_validation(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from swiftstudy.cli.config import add_print_config, add_spec_arguments
 
 if TYPE_CHECKING:
+    from swiftstudy.generate.greedy import DecodingStats
     from swiftstudy.validate import AccuracyRow
 
 
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace, command: str) -> int:
     width = max(len(row.run) for row in result.accuracy)
     for row in result.accuracy:
         note = "  (reused)" if row.run in reused else ""
-        print(f"{row.run:<{width}}{_accuracy_text(row)}{_nll_text(row)}{note}")
+        decoding = _decoding_text(result.decoding.get(row.run))
+        print(f"{row.run:<{width}}{_accuracy_text(row)}{_nll_text(row)}{decoding}{note}")
     if result.agreement is not None:
         agreement = result.agreement
         n = len(agreement.strategies)
@@ -76,6 +78,16 @@ def _accuracy_text(row: AccuracyRow) -> str:
     return (
         f"  {100 * row.accuracy:5.1f}%  [{100 * row.ci_low:5.1f}, {100 * row.ci_high:5.1f}]  "
         f"Δ {100 * row.delta:+5.1f}{p_value}"
+    )
+
+
+def _decoding_text(stats: DecodingStats | None) -> str:
+    """The run's decoding speed in this call; nothing when its answers all came from the cache."""
+    if stats is None or stats.answers == 0:
+        return ""
+    return (
+        f"  decoding {stats.tokens_per_second:.1f} tokens/s "
+        f"({stats.tokens} tokens in {stats.seconds:.1f} s)"
     )
 
 

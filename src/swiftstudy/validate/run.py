@@ -61,6 +61,7 @@ from swiftstudy.validate.evaluators import build_evaluator
 from swiftstudy.validate.generation import (
     BaseModelStates,
     CheckpointGenerator,
+    DecodingStats,
     GenerationSettings,
     resolve_device,
 )
@@ -123,6 +124,8 @@ class ValidationResult:
         agreement: The swift study against the retraining, or ``None`` without ``swift:``.
         runs: Each run's final checkpoint.
         nlls: Each run's per-query reference NLLs, in eval-set order.
+        decoding: Each run's decoding in this call (answers, tokens, seconds, and
+            ``tokens_per_second``); zero answers when all came from the cache or ``loss_only``.
     """
 
     out_dir: Path
@@ -131,6 +134,7 @@ class ValidationResult:
     agreement: Agreement | None
     runs: tuple[RunOutcome, ...]
     nlls: dict[str, tuple[QueryNll, ...]] = field(default_factory=dict)
+    decoding: dict[str, DecodingStats] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,8 +211,9 @@ def run_validation(
     timings["nll_s"] = time.monotonic() - started - sum(timings.values())
     grades = None
     predictions: list[PredictionRow] = []
+    decoding: dict[str, DecodingStats] = {}
     if not loss_only:
-        answers = _answer(states, ordered, inputs.queries, out_dir, progress)
+        answers = _answer(states, ordered, inputs.queries, out_dir, progress, decoding)
         timings["generate_s"] = time.monotonic() - started - sum(timings.values())
         grades = _grade(evaluator, inputs.queries, answers)
         timings["grade_s"] = time.monotonic() - started - sum(timings.values())
@@ -227,6 +232,7 @@ def run_validation(
         agreement,
         tuple(ordered),
         {name: tuple(values) for name, values in nlls.items()},
+        decoding,
     )
     timings = {key: round(value, 1) for key, value in timings.items()}
     _write_outputs(
@@ -409,15 +415,16 @@ def _answer(
     queries: Sequence[EvalQuery],
     out_dir: Path,
     progress: bool,
+    decoding: dict[str, DecodingStats],
 ) -> dict[str, list[str]]:
-    """Each run's answers to the queries (cached ones read back, the rest generated)."""
+    """Each run's answers to the queries (cached ones read back, the rest generated); each
+    run's decoding speed goes into ``decoding``."""
     cache = GenerationCache(out_dir / VALIDATE_ANSWERS_DIR)
     prompts = [q.example.prompt for q in queries]
     answers: dict[str, list[str]] = {}
     for outcome in outcomes:
-        generator = CachedGenerator(
-            CheckpointGenerator(states, outcome.checkpoint, outcome.fingerprint), cache
-        )
+        decoder = CheckpointGenerator(states, outcome.checkpoint, outcome.fingerprint)
+        generator = CachedGenerator(decoder, cache)
         texts: list[str] = [""] * len(prompts)
         bar = tqdm(
             total=len(prompts), desc=f"answers: {outcome.name}", disable=not progress, leave=False
@@ -426,10 +433,14 @@ def _answer(
             for index, text in generator.iter_generate(prompts):
                 texts[index] = text
                 bar.update()
+        decoding[outcome.name] = decoder.stats
         logger.info(
-            "run %r: %d answers generated, %d from the cache",
+            "run %r: %d answers generated (%d tokens in %.1f s, %.1f tokens/s), %d from the cache",
             outcome.name,
             generator.misses,
+            decoder.stats.tokens,
+            decoder.stats.seconds,
+            decoder.stats.tokens_per_second,
             generator.hits,
         )
         answers[outcome.name] = texts
@@ -500,12 +511,25 @@ def _write_outputs(
                 "checkpoint_sha256": outcome.fingerprint,
                 "trained": outcome.trained,
                 "train_s": round(outcome.seconds, 1),
+                "decoding": _decoding_record(result.decoding.get(outcome.name)),
             }
             for outcome in result.runs
         ],
         "timings": timings,
     }
     save_run_config(out_dir / CONFIG_YAML, config, command=command, inputs=input_hashes)
+
+
+def _decoding_record(stats: DecodingStats | None) -> dict[str, Any] | None:
+    """A run's decoding in this call, for ``config.yaml``; ``None`` when it decoded nothing."""
+    if stats is None or stats.answers == 0:
+        return None
+    return {
+        "answers": stats.answers,
+        "tokens": stats.tokens,
+        "seconds": round(stats.seconds, 3),
+        "tokens_per_second": round(stats.tokens_per_second, 1),
+    }
 
 
 def _remove_stale(path: Path, why: str) -> None:
