@@ -11,8 +11,8 @@
 #   bash benchmarks/gpu.sh --device cpu --out /tmp/gpu-bench   # its logs/, steps/, study/ are replaced
 #   bash benchmarks/gpu.sh --examples 96 --steps 40
 #
-# Without CUDA it falls back to device cpu at tiny sizes (4 examples, a 2-step base run): a few
-# minutes on 2 cores, to check the script, not to measure. Progress goes to stderr, each step's
+# Without CUDA it falls back to device cpu at tiny sizes (4 examples, a 2-step base run): 6-7
+# minutes on 2 cores at 1 thread, to check the script, not to measure. Progress goes to stderr, each step's
 # output to WORK/logs/<step>.log; stdout gets only the table and the machine line. The exit status
 # is 1 when a step failed (its row says so), 2 for bad options.
 set -u
