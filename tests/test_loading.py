@@ -21,10 +21,12 @@ from swiftstudy.constants import CACHE_ENV_VAR
 from swiftstudy.errors import InputError
 from swiftstudy.model import loading
 from swiftstudy.model.loading import (
+    LoadOptions,
     bundled_gguf_path,
     default_cache_dir,
     load_base_model,
     load_checkpoint_tokenizer,
+    resolve_device,
 )
 
 
@@ -123,6 +125,92 @@ def test_unknown_hub_id_offline(offline):
         load_base_model("no-such-org/no-such-model")
     assert info.value.key == "model"
     assert "\n" not in str(info.value)
+
+
+@pytest.fixture()
+def recorded(monkeypatch, tiny_tokenizer):
+    """``from_pretrained`` of the model and tokenizer replaced: each call's source and keywords
+    are recorded, and a tiny model is returned (no network, no files)."""
+    calls: dict[str, list] = {"model": [], "tokenizer": []}
+
+    def model_from_pretrained(source, **kwargs):
+        calls["model"].append((str(source), kwargs))
+        return build_tiny_llama(len(tiny_tokenizer))
+
+    def tokenizer_from_pretrained(source, **kwargs):
+        calls["tokenizer"].append((str(source), kwargs))
+        return tiny_tokenizer
+
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", model_from_pretrained)
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", tokenizer_from_pretrained)
+    return calls
+
+
+def test_load_options_reach_from_pretrained_for_a_hub_id(recorded):
+    options = LoadOptions(revision="v1.2", trust_remote_code=True, attn_implementation="eager")
+    load_base_model("some-org/some-model", options=options)
+    ((source, kwargs),) = recorded["model"]
+    assert source == "some-org/some-model"
+    assert kwargs == {
+        "dtype": torch.float32,
+        "revision": "v1.2",
+        "trust_remote_code": True,
+        "attn_implementation": "eager",
+    }
+    # The tokenizer of the same revision (and its own code); attention is the model's alone.
+    assert recorded["tokenizer"] == [
+        ("some-org/some-model", {"revision": "v1.2", "trust_remote_code": True})
+    ]
+    load_base_model("some-org/some-model")  # no options: transformers' defaults, unchanged
+    assert recorded["model"][1][1] == {"dtype": torch.float32}
+    assert recorded["tokenizer"][1][1] == {}
+
+
+def test_load_options_for_a_local_folder(tmp_path, recorded):
+    (tmp_path / "config.json").write_text("{}")
+    options = LoadOptions(trust_remote_code=True, attn_implementation="sdpa")
+    load_base_model(str(tmp_path), options=options)
+    assert recorded["model"] == [(str(tmp_path), {"dtype": torch.float32, **options.given()})]
+    with pytest.raises(InputError) as info:
+        load_base_model(str(tmp_path), options=LoadOptions(revision="main"))
+    assert info.value.key == "revision"
+    assert info.value.message == f"applies to a Hub id, not to a local folder ({tmp_path})"
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "key", "message"),
+    [
+        (
+            "smollm2",
+            LoadOptions(trust_remote_code=True),
+            "trust_remote_code",
+            "applies to a Hub id or a local folder, not to the bundled model (smollm2)",
+        ),
+        (
+            "m.gguf",
+            LoadOptions(revision="v1"),
+            "revision",
+            "applies to a Hub id, not to a GGUF file (m.gguf)",
+        ),
+    ],
+)
+def test_load_options_that_cannot_apply_are_refused_by_key(recorded, name, options, key, message):
+    with pytest.raises(InputError) as info:
+        load_base_model(name, options=options)
+    assert (info.value.key, info.value.message) == (key, message)
+    assert recorded["model"] == []  # refused before anything is read
+
+
+def test_auto_device_is_cuda_when_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="CUDA is not available") as info:
+        resolve_device("cuda:1")
+    assert info.value.key == "device"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
 
 
 def test_missing_bundled_package(monkeypatch):

@@ -62,7 +62,7 @@ def test_load_valid_spec(spec_path: Path) -> None:
         MetricSpec("NoCoT → Cross-task", "nocot", "similar", "cross-task"),
     )
     assert (spec.max_length, spec.batch_size, spec.batch_tokens) == (2048, 8, None)
-    assert (spec.dtype, spec.device, spec.on_overflow) == ("float32", "cpu", "error")
+    assert (spec.dtype, spec.device, spec.on_overflow) == ("float32", "auto", "error")
     assert spec.params == DEFAULT_FULL_PARAMS
     assert spec.spec_path == spec_path
 

@@ -233,6 +233,9 @@ def test_study_writes_every_file_with_reference_values(study_dir: Path):
     assert all(len(t["input_ids"]) == len(t["completion_mask"]) for t in tokens)
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["spec"]["dtype"] == "float64"
+    # The spec keeps device: auto (the default); what it resolved to is recorded beside it.
+    assert config["spec"]["device"] == "auto"
+    assert config["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert [c["step"] for c in config["checkpoints"]] == [10, 20]
     assert all(len(c["sha256"]) == 64 for c in config["checkpoints"])
     assert not (out / ".partial").exists()
@@ -269,6 +272,12 @@ def test_rerun_with_other_config_is_refused_unless_overwrite(study_dir: Path, ca
         == 0
     )
     before = (out / "scores.csv").read_text()
+    # The same spec (device: auto) again on the same machine is the same run.
+    assert (
+        main(["-q", "study", str(study_dir / "study.yaml"), "--out", str(out), "--no-progress"])
+        == 0
+    )
+    assert (out / "scores.csv").read_text() == before
     status = main(
         [
             "-q",

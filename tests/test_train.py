@@ -204,6 +204,7 @@ def test_run_writes_a_series_that_peft_and_the_study_read(train_dir):
         "targets": ["up_proj", "down_proj"],
     }
     assert config["gradient_accumulation_steps"] == 2 and len(config["data_sha256"][0]) == 64
+    assert config["device"] == "cpu" and config["spec"]["device"] == "cpu"
 
     base = AutoModelForCausalLM.from_pretrained(train_dir / "base")
     peft_model = PeftModel.from_pretrained(base, out / "checkpoint-4")

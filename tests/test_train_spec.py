@@ -76,6 +76,50 @@ def test_override_of_max_steps_replaces_the_files_epochs(tmp_path: Path) -> None
     assert (spec.epochs, spec.max_steps) == (2, None)
 
 
+def test_training_arguments_and_peft_names_are_aliases(tmp_path: Path) -> None:
+    ours = """\
+lora: {r: 8, alpha: 16, dropout: 0.1, targets: [q_proj]}
+lr: 1e-4
+epochs: 2
+batch_size: 8
+micro_batch_size: 2
+"""
+    theirs = """\
+lora: {r: 8, lora_alpha: 16, lora_dropout: 0.1, target_modules: [q_proj]}
+learning_rate: 1e-4
+num_train_epochs: 2
+batch_size: 8
+per_device_train_batch_size: 2
+report_to: none
+"""
+    expected = load_train_spec(write_spec(tmp_path, BASE + ours))
+    spec = load_train_spec(write_spec(tmp_path, BASE + theirs))
+    assert spec.lora == expected.lora == LoraSpec(8, 16, 0.1, ("q_proj",))
+    assert (spec.lr, spec.epochs, spec.micro_batch_size) == (1e-4, 2, 2)
+    assert spec.report_to == "none"
+    # The resolved config writes our names: the two specs are one run.
+    assert spec.to_dict() == expected.to_dict()
+    assert "report_to" not in spec.to_dict() and "revision" not in spec.to_dict()
+    # A TrainingArguments name given as an override replaces the file's own key.
+    spec = load_train_spec(write_spec(tmp_path, BASE + ours), ["learning_rate=3e-4"])
+    assert spec.lr == 3e-4
+
+
+def test_from_pretrained_keys(tmp_path: Path) -> None:
+    text = "model: org/model\ndata: a.jsonl\n"
+    extra = "revision: v1\ntrust_remote_code: true\nattn_implementation: sdpa\n"
+    spec = load_train_spec(write_spec(tmp_path, text + extra))
+    assert (spec.revision, spec.trust_remote_code, spec.attn_implementation) == (
+        "v1",
+        True,
+        "sdpa",
+    )
+    assert spec.to_dict()["revision"] == "v1"
+    assert train_spec_from_dict(spec.to_dict(), base_dir=tmp_path) == spec
+    spec = load_train_spec(write_spec(tmp_path, BASE + "attn_implementation: eager\n"))
+    assert spec.attn_implementation == "eager"  # the converted bundled model takes it too
+
+
 def test_full_finetune_drops_lora_from_the_saved_config(tmp_path: Path) -> None:
     spec = load_train_spec(write_spec(tmp_path, BASE + "full_finetune: true\n"))
     assert spec.full_finetune and spec.to_dict()["lora"] is None
@@ -100,6 +144,54 @@ def test_full_finetune_drops_lora_from_the_saved_config(tmp_path: Path) -> None:
         ("device: cuda:1\n", "train.yaml:3: device: unknown value 'cuda:1'"),
         ("save_steps: 2.5\n", "train.yaml:3: save_steps: expected an integer"),
         ("init_from: ''\n", "train.yaml:3: init_from: must not be empty"),
+        (
+            "lr: 1e-4\nlearning_rate: 1e-4\n",
+            "train.yaml:4: learning_rate: 'lr' and 'learning_rate' name the same key",
+        ),
+        (
+            "lora: {alpha: 8, lora_alpha: 8}\n",
+            "train.yaml:3: lora.lora_alpha: 'alpha' and 'lora_alpha' name the same key",
+        ),
+        ("num_train_epochs: 2\nmax_steps: 9\n", "train.yaml:4: max_steps: give epochs or"),
+        ("learning_rate: 0\n", "train.yaml:3: learning_rate: must be positive"),
+        (
+            "per_device_train_batch_size: 5\n",
+            "train.yaml:3: per_device_train_batch_size: must divide batch_size (32)",
+        ),
+        (
+            "learning_rat: 1e-4\n",
+            "train.yaml:3: learning_rat: unknown key 'learning_rat': did you mean 'learning_rate'?",
+        ),
+        (
+            "per_device_batch_size: 4\n",
+            "train.yaml:3: per_device_batch_size: unknown key 'per_device_batch_size': did you "
+            "mean 'per_device_train_batch_size'?",
+        ),
+        (
+            "lora_alpha: 16\n",
+            "train.yaml:3: lora_alpha: unknown key 'lora_alpha': did you mean 'lora.alpha'?",
+        ),
+        (
+            "target_modules: [q_proj]\n",
+            "train.yaml:3: target_modules: unknown key 'target_modules': did you mean "
+            "'lora.targets'?",
+        ),
+        (
+            "gradient_accumulation_steps: 4\n",
+            "train.yaml:3: gradient_accumulation_steps: unknown key "
+            "'gradient_accumulation_steps': set batch_size, the examples of one optimizer step",
+        ),
+        ("report_to: wandb\n", "train.yaml:3: report_to: swiftstudy reports to no tracker"),
+        (
+            "revision: v1\n",
+            "train.yaml:3: revision: applies to a Hub id, not to the bundled model: smollm2",
+        ),
+        (
+            "trust_remote_code: true\n",
+            "train.yaml:3: trust_remote_code: applies to a Hub id or a local folder, not to the "
+            "bundled model",
+        ),
+        ("trust_remote_code: null\n", "train.yaml:3: trust_remote_code: expected true or false"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, extra: str, expected: str) -> None:

@@ -42,7 +42,9 @@ FIGURES_DIR = "figures"
 # Study spec values (swiftstudy.study.spec).
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 DEFAULT_DTYPE = "float32"
-DEFAULT_DEVICE = "cpu"
+#: ``auto``: CUDA when a GPU is available, else the CPU (``model.resolve_device``); the config
+#: saved with results keeps ``auto`` in its spec and records what it resolved to beside it.
+DEFAULT_DEVICE = "auto"
 #: ``device:`` accepts these names plus ``cuda:N``.
 DEVICES = ("cpu", "cuda", "auto")
 ON_OVERFLOW_MODES = (ON_OVERFLOW_ERROR, ON_OVERFLOW_DROP)
@@ -111,6 +113,8 @@ DEFAULT_TRAIN_DEVICE = "auto"
 #: ``device:`` of a train spec: the Trainer places each process itself (``LOCAL_RANK`` under
 #: torchrun), so a fixed ``cuda:N`` makes no sense there.
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
+#: ``report_to:`` of a train spec (``TrainingArguments``' name): no tracker, the only value.
+REPORT_TO_NONE = "none"
 #: The largest micro-batch chosen automatically when ``micro_batch_size`` is not set.
 MAX_AUTO_MICRO_BATCH_SIZE = 8
 

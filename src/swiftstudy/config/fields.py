@@ -5,7 +5,9 @@ spec, each ``| None`` for a nullable key) and the bounds given to :func:`option`
 rules of :class:`~swiftstudy.config.reader.SpecValidator`. The checks here are for values with
 rules of their own: ``device``, ``dtype``, lists, a name among the items read before. A check
 takes the validator reading the document, the value and its key path, and returns the spec's
-value or raises ``InputError``.
+value or raises ``InputError``. :func:`revision`, :func:`trust_remote_code` and
+:func:`attn_implementation` declare the keys of ``from_pretrained`` that every spec naming a
+model shares.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftstudy.config.reader import SpecValidator, describe_value
+from swiftstudy.config.reader import SpecValidator, describe_value, model_source
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import DEVICES, DTYPES
 
@@ -63,6 +65,7 @@ class Option:
     fill: Callable[[SpecValidator], Any] | None = None
     dump: Callable[[Any], Any] | None = None
     flag: str | None = None
+    aliases: tuple[str, ...] = ()
 
 
 def option(
@@ -84,7 +87,9 @@ def option(
             above 0, not just at least 0), ``below`` (a number's bound), ``choices``,
             ``omit_default`` (left out of the resolved dict at its default), ``fill`` (the value
             of an absent key, from those read before: ``reader.lookup``), ``dump`` (the value as
-            plain data), ``flag`` (the command-line flag, when not ``--<key>``).
+            plain data), ``flag`` (the command-line flag, when not ``--<key>``), ``aliases``
+            (other names the document may give the key by, such as the ``TrainingArguments``
+            name: the resolved dict writes the key, and giving two names of one key is refused).
     """
     if "check" in how and not isinstance(how["check"], Check):
         how["check"] = Check(how["check"])  # a plain function
@@ -118,7 +123,15 @@ def infer_check(kind: Any, o: Option) -> Check | None:
     def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
         return None if nullable and value is None else rule(reader, value, key_path, **bounds)
 
-    return Check(run, parse=kind if kind in (int, float) else str)
+    return Check(run, parse=_PARSERS.get(kind, str))
+
+
+def _parse_bool(text: str) -> bool | str:
+    """A command-line ``true`` / ``false`` as a boolean; anything else is left for the check."""
+    return {"true": True, "false": False}.get(text.strip().lower(), text)
+
+
+_PARSERS: dict[Any, Callable[[str], Any]] = {int: int, float: float, bool: _parse_bool}
 
 
 def choice(choices: Sequence[str]) -> Check:
@@ -194,3 +207,68 @@ def nested(spec: type, what: str | None = None, *, shorthand: str | None = None)
         return read_spec(spec, value, reader, key_path, what)
 
     return Check(run, spec=spec)
+
+
+# -- from_pretrained's keys, beside a spec's model (read after it) --------------------------
+
+#: What each ``model_source`` is called in an error.
+_SOURCES = {
+    "bundled": "the bundled model",
+    "gguf": "a GGUF file (converted once to a plain folder)",
+    "folder": "a local folder",
+    "hub": "a Hub id",
+}
+
+
+_ANY_MODEL = tuple(_SOURCES)
+
+
+def revision() -> Any:
+    """``revision:``: the Hub revision of the model."""
+    return option(
+        None,
+        "The Hub revision of model: a branch, tag or commit (Hub ids only).",
+        check=_applies_to(("hub",), SpecValidator.string, nullable=True),
+        omit_default=True,
+    )
+
+
+def trust_remote_code() -> Any:
+    """``trust_remote_code:``: run the model's own code from the Hub or its folder."""
+    return option(
+        False,
+        "Run the model's own modelling code (Hub ids and local folders).",
+        check=_applies_to(("hub", "folder"), SpecValidator.boolean),
+        omit_default=True,
+    )
+
+
+def attn_implementation() -> Any:
+    """``attn_implementation:``: the attention kernel transformers builds the model with."""
+    return option(
+        None,
+        "eager, sdpa, flash_attention_2, ...; null: transformers' choice.",
+        check=_applies_to(_ANY_MODEL, SpecValidator.string, nullable=True),
+        omit_default=True,
+    )
+
+
+def _applies_to(sources: Sequence[str], rule: Callable, *, nullable: bool = False) -> Check:
+    """A ``from_pretrained`` key: ``rule``'s value (or null, when ``nullable``), refused where the
+    spec's model is none of ``sources`` (a model left at its default is checked on loading)."""
+
+    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
+        if value is None and nullable:
+            return None
+        checked = rule(reader, value, key_path)
+        model = reader.lookup("model", None)
+        source = None if model is None else model_source(model)
+        if checked is not False and source is not None and source not in sources:
+            allowed = " or ".join(_SOURCES[s].split(" (")[0] for s in sources)
+            raise reader.error(
+                f"applies to {allowed}, not to {_SOURCES[source]}: {model}", key_path
+            )
+        return checked
+
+    parse = _parse_bool if rule is SpecValidator.boolean else str
+    return Check(run, parse=parse)

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swiftstudy.config.fields import device, dtype, option
+from swiftstudy.config.fields import (
+    attn_implementation,
+    device,
+    dtype,
+    option,
+    revision,
+    trust_remote_code,
+)
 from swiftstudy.config.spec import Spec
 from swiftstudy.constants import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_BACKOFF_S,
     DEFAULT_CONCURRENCY,
+    DEFAULT_DEVICE,
     DEFAULT_GENERATOR_BATCH_SIZE,
     DEFAULT_GENERATOR_MODEL,
     DEFAULT_MAX_NEW_TOKENS,
@@ -50,8 +58,13 @@ class HFSettings(Spec):
     model: str = option(
         DEFAULT_GENERATOR_MODEL, "The bundled model's alias, .gguf, folder or hub id."
     )
+    revision: str | None = revision()
+    trust_remote_code: bool = trust_remote_code()
+    attn_implementation: str | None = attn_implementation()
     max_new_tokens: int = option(DEFAULT_MAX_NEW_TOKENS, "The most tokens per answer.", min=1)
     batch_size: int = option(DEFAULT_GENERATOR_BATCH_SIZE, "Prompts decoded together.", min=1)
     dtype: str = option("float32", "The model's dtype.", check=dtype())
-    device: str = option("cpu", "Where the model runs.", check=device(("cpu", "cuda")))
+    device: str = option(
+        DEFAULT_DEVICE, "auto (a GPU if any), cpu, cuda or cuda:N.", check=device()
+    )
     threads: int | None = option(None, "CPU threads while decoding; null: torch's.", min=1)

@@ -12,11 +12,12 @@ import contextlib
 import difflib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from swiftstudy.config.yamlio import KeyPath, Lines, apply_overrides, load_yaml
+from swiftstudy.constants import BUNDLED_MODEL_ALIAS
 from swiftstudy.errors import InputError
 
 
@@ -52,6 +53,8 @@ class SpecValidator:
     Attributes:
         scope: The values read so far of each spec being read, outermost first (see
             :meth:`lookup`).
+        spelled: The key path of each key given by one of its aliases, to the path as written
+            (``("lr",)`` → ``("learning_rate",)``): errors name the key as the document spells it.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class SpecValidator:
         self.name_key = name_key or dotted_key
         self.where = where or (lambda key_path: key_path)
         self.scope: list[dict[str, Any]] = []
+        self.spelled: dict[KeyPath, KeyPath] = {}
 
     def lookup(self, name: str, *default: Any) -> Any:
         """The value of field ``name`` already read, in the innermost spec that has it."""
@@ -80,11 +84,19 @@ class SpecValidator:
 
     def overridden(self, key_path: KeyPath) -> bool:
         """Whether the key at ``key_path`` was set by a command-line override."""
-        return self.lines.get(self.where(key_path), 0) is None
+        return self.lines.get(self.where(self.written(key_path)), 0) is None
+
+    def written(self, key_path: KeyPath) -> KeyPath:
+        """``key_path`` as the document spells it (a key given by an alias: the alias)."""
+        for depth in range(len(key_path), 0, -1):
+            alias = self.spelled.get(key_path[:depth])
+            if alias is not None:
+                return (*alias, *key_path[depth:])
+        return key_path
 
     def error(self, message: str, key_path: KeyPath) -> InputError:
         """An ``InputError`` at ``key_path``, on the line of its nearest recorded parent."""
-        key_path = self.where(key_path)
+        key_path = self.where(self.written(key_path))
         line = None
         for depth in range(len(key_path), -1, -1):
             if key_path[:depth] in self.lines:
@@ -105,15 +117,24 @@ class SpecValidator:
         required: Sequence[str],
         optional: Sequence[str],
         key_path: KeyPath,
+        *,
+        aliases: Sequence[str] = (),
+        hints: Mapping[str, str] | None = None,
     ) -> None:
-        """Refuse an unknown key (with a "did you mean") or a missing required one."""
+        """Refuse an unknown key (with a "did you mean") or a missing required one.
+
+        ``aliases`` are other names of the keys, offered in a "did you mean" too; ``hints`` say
+        what to do about particular unknown keys (a name another tool uses, a key that belongs in
+        a section), instead of the closest name.
+        """
         allowed = (*required, *optional)
         for key in mapping:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
+                close = difflib.get_close_matches(str(key), [*allowed, *aliases], n=1)
                 hint = (
                     f"did you mean {close[0]!r}?" if close else f"expected one of {_list(allowed)}"
                 )
+                hint = (hints or {}).get(str(key), hint)
                 raise self.error(f"unknown key {key!r}: {hint}", (*key_path, key))
         for key in required:
             if key not in mapping:
@@ -185,6 +206,22 @@ class SpecValidator:
         if candidate.is_absolute() or looks_like_path or (self.base_dir / candidate).exists():
             return str(absolute_path(self.base_dir / candidate))
         return model
+
+
+def model_source(name: str) -> str:
+    """What a ``model:`` value names: ``bundled`` (the alias of the bundled model), ``gguf`` (a
+    ``.gguf`` file), ``folder`` (a local path) or ``hub`` (a Hugging Face Hub id)."""
+    if name == BUNDLED_MODEL_ALIAS:
+        return "bundled"
+    if name.lower().endswith(".gguf"):
+        return "gguf"
+    path = Path(name).expanduser()
+    return "folder" if path.is_absolute() or path.exists() or looks_like_path(name) else "hub"
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a missing ``name`` was meant as a path rather than a hub id (``org/model``)."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
 
 
 def absolute_path(path: Path) -> Path:

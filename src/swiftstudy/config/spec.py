@@ -31,9 +31,13 @@ class Spec:
     Attributes:
         extra_keys: Keys the document takes besides the fields, with their docs; a field's check
             reads them with ``reader.lookup`` (the validate spec's ``train:`` and ``base:``).
+        unsupported_keys: Keys of other tools that have no equivalent here, each with what to do
+            instead: the "unknown key" error says it (the train spec's
+            ``gradient_accumulation_steps``).
     """
 
     extra_keys: ClassVar[dict[str, str]] = {}
+    unsupported_keys: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain YAML-ready data with absolute path strings (see ``spec_to_dict``)."""
@@ -68,9 +72,12 @@ def read_spec(
     options = spec_options(cls)
     keys = [key for key, _, _ in options]
     body = reader.mapping(data, key_path, what or f"a mapping {{{', '.join(keys)}}}")
+    body = _resolve_aliases(reader, body, key_path, options)
     extra = list(getattr(cls, "extra_keys", {}))
     required = [key for key, f, o in options if _required(f, o)]
-    reader.check_keys(body, required, [k for k in [*keys, *extra] if k not in required], key_path)
+    optional = [k for k in [*keys, *extra] if k not in required]
+    aliases = [alias for _, _, o in options for alias in o.aliases]
+    reader.check_keys(body, required, optional, key_path, aliases=aliases, hints=key_hints(cls))
     values: dict[str, Any] = {key: body[key] for key in extra if key in body}
     reader.scope.append(values)
     try:
@@ -88,6 +95,63 @@ def read_spec(
     finally:
         reader.scope.pop()
     return cls(**{k: v for k, v in values.items() if k not in extra}, **fixed)
+
+
+def _resolve_aliases(
+    reader: SpecValidator,
+    body: dict[Any, Any],
+    key_path: KeyPath,
+    options: Sequence[tuple[str, dataclasses.Field, Option]],
+) -> dict[Any, Any]:
+    """``body`` with each key given by an alias under its own name (``reader.spelled`` keeps
+    the alias for errors).
+
+    Two names of one key are refused, except that one set by a command-line override replaces
+    the one written in the file.
+    """
+    resolved = dict(body)
+    for key, _, o in options:
+        names = (key, *o.aliases)
+        given = [name for name in body if name in names]  # in the document's order
+        if len(given) > 1:
+            by_override = [name for name in given if reader.overridden((*key_path, name))]
+            if len(by_override) != 1:
+                first, second = given[:2]
+                raise reader.error(
+                    f"{first!r} and {second!r} name the same key: give one of them",
+                    (*key_path, second),
+                )
+            for name in given:
+                if name != by_override[0]:
+                    del resolved[name]
+            given = by_override
+        if given and given[0] != key:
+            resolved[key] = resolved.pop(given[0])
+            reader.spelled[(*key_path, key)] = (*key_path, given[0])
+    return resolved
+
+
+@functools.cache
+def key_hints(cls: type) -> dict[str, str]:
+    """What the "unknown key" error of ``cls`` says about particular keys: its
+    ``unsupported_keys``, and the keys (and aliases) of its sections written one level up
+    (``alpha`` → ``did you mean 'lora.alpha'?``)."""
+    hints: dict[str, str] = {}
+    for key, _, o in spec_options(cls):
+        section = o.check.spec if o.check is not None and o.check.each == "" else None
+        for sub_key, _, sub_o in spec_options(section) if section is not None else ():
+            for name in (sub_key, *sub_o.aliases):
+                hints.setdefault(name, f"did you mean '{key}.{sub_key}'?")
+    keys = {name for key, _, o in spec_options(cls) for name in (key, *o.aliases)}
+    hints = {name: hint for name, hint in hints.items() if name not in keys}
+    return {**hints, **getattr(cls, "unsupported_keys", {})}
+
+
+def key_names(cls: type, *keys: str) -> tuple[str, ...]:
+    """Every name the document may give the keys ``keys`` of ``cls`` by: each key, then its
+    aliases."""
+    aliases = {key: o.aliases for key, _, o in spec_options(cls)}
+    return tuple(name for key in keys for name in (key, *aliases[key]))
 
 
 def from_dict(
@@ -164,7 +228,8 @@ def describe_spec(cls: type, name_key: Callable[[KeyPath], str] = dotted_key) ->
 def _rows(cls: type, prefix: KeyPath) -> list[tuple[KeyPath, str, str]]:
     rows = []
     for key, f, o in spec_options(cls):
-        rows.append(((*prefix, key), default_text(f, o), o.doc))
+        also = f" (also: {', '.join(o.aliases)})" if o.aliases else ""
+        rows.append(((*prefix, key), default_text(f, o), o.doc + also))
         check = o.check
         if check is not None and check.spec is not None:
             below = prefix if check.each is None else (*prefix, key + check.each)

@@ -1,4 +1,4 @@
-"""A generator backed by a local transformers model: batched greedy decoding, on CPU by default.
+"""A generator backed by a local transformers model: batched greedy decoding, on a GPU if any.
 
 Prompts are rendered with the tokenizer's chat template (a generation prompt appended), sorted by
 length so batches pad little, left-padded, and decoded greedily until the end-of-turn token or
@@ -44,13 +44,16 @@ class HFGenerator(Generator):
 
     @property
     def settings(self) -> dict[str, Any]:
-        # Device and batch size only change rounding, not what is asked: they stay out of the key.
+        # Device, batch size and the attention kernel only change rounding, not what is asked:
+        # they stay out of the key. A revision is other weights (in the key only when set).
         model = self.config.model
         if Path(model).expanduser().exists():  # a local file or folder, wherever it is run from
             model = os.path.abspath(Path(model).expanduser())
+        revision = {"revision": self.config.revision} if self.config.revision else {}
         return {
             "generator": "hf",
             "model": model,
+            **revision,
             "dtype": self.config.dtype,
             "decoding": "greedy",
             "max_new_tokens": self.config.max_new_tokens,
@@ -71,12 +74,13 @@ class HFGenerator(Generator):
 
     def _load(self) -> tuple[Any, Any]:
         if self._model is None:
-            from swiftstudy.model import load_base_model
+            from swiftstudy.model import LoadOptions, load_base_model
 
             self._model, self._tokenizer = load_base_model(
                 self.config.model,
                 dtype=torch_dtype(self.config.dtype),
                 device=self.config.device,
+                options=LoadOptions.of(self.config),
             )
         return self._model, self._tokenizer
 

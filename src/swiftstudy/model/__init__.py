@@ -1,6 +1,7 @@
 """Models: load the base model, find a run's checkpoints, and put the model in each one's state.
 
-``load_base_model`` reads the bundled SmolLM2, a ``.gguf`` file, a local folder or a hub id;
+``load_base_model`` reads the bundled SmolLM2, a ``.gguf`` file, a local folder or a hub id (with
+``LoadOptions``: revision, remote code, attention kernel; ``resolve_device`` for ``auto``);
 ``discover_checkpoints`` turns a Trainer output folder or an explicit list into a sorted series;
 ``ModelStates`` applies each checkpoint to the base model and names the gradient targets;
 ``load_adam_moments`` reads a checkpoint's optimizer state for Adam preconditioning.
@@ -13,10 +14,12 @@ from swiftstudy.model.checkpoints import (
     load_learning_rate_log,
 )
 from swiftstudy.model.loading import (
+    LoadOptions,
     bundled_gguf_path,
     default_cache_dir,
     load_base_model,
     load_checkpoint_tokenizer,
+    resolve_device,
 )
 from swiftstudy.model.memory import (
     GradientWorkload,
@@ -33,6 +36,7 @@ __all__ = [
     "AdamMoments",
     "Checkpoint",
     "GradientWorkload",
+    "LoadOptions",
     "MemoryPlan",
     "ModelShape",
     "ModelStates",
@@ -49,6 +53,7 @@ __all__ = [
     "load_learning_rate_log",
     "plan_memory",
     "render_memory_plan",
+    "resolve_device",
     "target_parameters",
     "trainer_parameter_order",
 ]

@@ -4,6 +4,11 @@ A run's checkpoints may hold their own tokenizer (the Trainer saves it beside ea
 chat tokens and template the run added); ``load_checkpoint_tokenizer`` reads it, so examples are
 tokenized as the run tokenized them.
 
+:class:`LoadOptions` carries the keys of ``from_pretrained`` a spec may set beside ``model``
+(``revision``, ``trust_remote_code``, ``attn_implementation``); one that cannot apply to the model
+(a revision of a local folder, remote code for the bundled model) is refused by its key.
+``resolve_device`` turns ``device: auto`` into CUDA when there is a GPU, else the CPU.
+
 GGUF files are dequantized by transformers, which takes 15-20 s for the bundled 135M model, so a
 GGUF file is converted once to a safetensors folder in the user cache, keyed by the file's
 SHA-256, and later loads read that folder (well under a second). The conversion is written to a
@@ -19,7 +24,9 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import torch
@@ -30,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from swiftstudy.config.reader import looks_like_path, model_source
 from swiftstudy.constants import (
     APP_NAME,
     BUNDLED_MODEL_ALIAS,
@@ -62,6 +70,59 @@ _TOKENIZER_FILES = (
 )
 #: SHA-256 of GGUF files already hashed in this process, keyed by (path, size, mtime).
 _gguf_digests: dict[tuple[str, int, int], str] = {}
+#: The models each ``LoadOptions`` key applies to (``config.reader.model_source``'s names).
+_APPLIES_TO = {
+    "revision": ("hub",),
+    "trust_remote_code": ("hub", "folder"),
+    "attn_implementation": ("hub", "folder", "gguf", "bundled"),
+}
+_SOURCE_NAMES = {
+    "bundled": "the bundled model",
+    "gguf": "a GGUF file",
+    "folder": "a local folder",
+    "hub": "a Hub id",
+}
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """The keys of transformers' ``from_pretrained`` a spec may set beside ``model``.
+
+    Attributes:
+        revision: The Hub revision (a branch, tag or commit) of a Hub id.
+        trust_remote_code: Run the modelling code of a Hub id or a local folder.
+        attn_implementation: ``eager``, ``sdpa``, ``flash_attention_2``, ...; None: transformers'
+            choice.
+    """
+
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+    @classmethod
+    def of(cls, spec: Any) -> LoadOptions:
+        """The options a spec sets (any object with these attributes: a study or train spec,
+        the hf generator's settings)."""
+        return cls(**{f.name: getattr(spec, f.name) for f in fields(cls)})
+
+    def given(self) -> dict[str, Any]:
+        """The options set to other than their defaults, as ``from_pretrained`` keywords."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` → CUDA when a GPU is available, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as
+    named.
+
+    Raises:
+        InputError: A CUDA device is named and CUDA is not available (names ``device``).
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA is not available on this machine", key="device")
+    return resolved
 
 
 def load_base_model(
@@ -70,6 +131,7 @@ def load_base_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
+    options: LoadOptions | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal language model and its tokenizer, ready for inference.
 
@@ -77,38 +139,49 @@ def load_base_model(
         name: ``"smollm2"`` (the bundled SmolLM2-135M-Instruct), a path to a ``.gguf`` file, a
             local Hugging Face model folder, or a Hugging Face hub id.
         dtype: The dtype of the returned model's weights.
-        device: The device to put the model on.
+        device: The device to put the model on (``auto``: see :func:`resolve_device`).
         cache_dir: Where converted GGUF files are kept; :func:`default_cache_dir` if ``None``.
             Hub downloads use the usual Hugging Face cache.
+        options: ``revision``, ``trust_remote_code`` and ``attn_implementation``, passed to
+            ``from_pretrained`` (None: transformers' defaults).
 
     Returns:
         The model in eval mode, and its tokenizer with a pad token (the EOS token if it had none).
 
     Raises:
         InputError: The name is not a readable model (missing file, unknown id while offline,
-            unreadable GGUF), or the bundled model's package is not installed.
+            unreadable GGUF), the bundled model's package is not installed, or an option does
+            not apply to the model (a revision of a local folder; names the option).
     """
+    device = resolve_device(device)
+    options = options or LoadOptions()
+    _check_options(name, options)
     if name == BUNDLED_MODEL_ALIAS:
         model_dir = _converted_gguf_dir(bundled_gguf_path(), cache_dir)
-        model, tokenizer = _load_pretrained(model_dir, dtype=dtype, what=f"cached {name}")
+        model, tokenizer = _load_pretrained(
+            model_dir, dtype=dtype, what=f"cached {name}", options=options
+        )
     else:
         path = Path(name).expanduser()
         if name.lower().endswith(".gguf"):
             if not path.is_file():
                 raise InputError("no such GGUF file", path=path, key=_MODEL_KEY)
             model_dir = _converted_gguf_dir(path, cache_dir)
-            model, tokenizer = _load_pretrained(model_dir, dtype=dtype, what=f"cached {path.name}")
+            what = f"cached {path.name}"
+            model, tokenizer = _load_pretrained(model_dir, dtype=dtype, what=what, options=options)
         elif path.is_dir():
             if not (path / MODEL_CONFIG).is_file():
                 raise InputError(
                     f"not a model folder: no {MODEL_CONFIG}", path=path, key=_MODEL_KEY
                 )
-            model, tokenizer = _load_pretrained(path, dtype=dtype, what="model folder")
-        elif path.exists() or _looks_like_path(name):
+            what = "model folder"
+            model, tokenizer = _load_pretrained(path, dtype=dtype, what=what, options=options)
+        elif path.exists() or looks_like_path(name):
             what = "expected a .gguf file or a model folder" if path.exists() else "no such path"
             raise InputError(what, path=path, key=_MODEL_KEY)
         else:
-            model, tokenizer = _load_pretrained(name, dtype=dtype, what="hub model")
+            what = "hub model"
+            model, tokenizer = _load_pretrained(name, dtype=dtype, what=what, options=options)
     model.to(device=device)
     model.eval()
     _ensure_pad_token(tokenizer)
@@ -199,9 +272,15 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
-def _looks_like_path(name: str) -> bool:
-    """Whether a missing ``name`` was meant as a path rather than a hub id (``org/model``)."""
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+def _check_options(name: str, options: LoadOptions) -> None:
+    """Refuse an option that cannot apply to the model ``name`` names, by its key."""
+    source = model_source(name)
+    for key in options.given():
+        if source not in _APPLIES_TO[key]:
+            allowed = " or ".join(_SOURCE_NAMES[s] for s in _APPLIES_TO[key])
+            raise InputError(
+                f"applies to {allowed}, not to {_SOURCE_NAMES[source]} ({name})", key=key
+            )
 
 
 def _converted_gguf_dir(gguf_path: Path, cache_dir: str | Path | None) -> Path:
@@ -269,12 +348,15 @@ def _file_sha256(path: Path) -> str:
 
 
 def _load_pretrained(
-    source: str | Path, *, dtype: torch.dtype, what: str
+    source: str | Path, *, dtype: torch.dtype, what: str, options: LoadOptions
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``from_pretrained`` for the model and tokenizer, with failures turned into InputError."""
+    given = options.given()
+    # The tokenizer comes from the same revision, and may bring its own code too.
+    tokenizer_options = {k: v for k, v in given.items() if k != "attn_implementation"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **given)
+        tokenizer = AutoTokenizer.from_pretrained(source, **tokenizer_options)
     except (OSError, ValueError) as err:
         if isinstance(source, Path):
             raise InputError(

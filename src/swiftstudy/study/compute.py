@@ -31,6 +31,7 @@ from swiftstudy.fileio import sha256_hex
 from swiftstudy.gradients import relative_error_bound
 from swiftstudy.model import (
     Checkpoint,
+    LoadOptions,
     ModelStates,
     hash_checkpoint,
     load_base_model,
@@ -104,13 +105,17 @@ def load_study_model(
     dtype: str,
     device: torch.device,
     params: Sequence[str],
+    options: LoadOptions | None = None,
 ) -> StudyModel:
     """Load the base model and tokenizer, and check every checkpoint against the model.
+
+    ``options``: the spec's ``revision``, ``trust_remote_code`` and ``attn_implementation``
+    (None: transformers' defaults).
 
     Raises:
         InputError: The model cannot be loaded, or a checkpoint does not fit it.
     """
-    model, tokenizer = load_base_model(name, dtype=DTYPES[dtype], device=device)
+    model, tokenizer = load_base_model(name, dtype=DTYPES[dtype], device=device, options=options)
     # A run that added chat tokens saved its own tokenizer: tokenize as the run did.
     tokenizer = load_checkpoint_tokenizer([c.path for c in checkpoints]) or tokenizer
     fingerprint = fingerprint_model(model)  # before ModelStates puts adapters into it

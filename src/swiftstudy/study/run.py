@@ -17,8 +17,6 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import (
     CACHE_ENV_VAR,
@@ -35,8 +33,10 @@ from swiftstudy.fileio import write_text_atomic
 from swiftstudy.gradients import relative_error_bound
 from swiftstudy.model import (
     Checkpoint,
+    LoadOptions,
     default_cache_dir,
     discover_checkpoints,
+    resolve_device,
 )
 from swiftstudy.report.results import (
     render_norms_csv,
@@ -127,9 +127,14 @@ def run_study(
     cache_root = _cache_root(spec) if cache else None
     keys = checkpoint_keys(spec, checkpoints)
 
-    with start_processes(_resolve_device(spec.device)) as procs:
+    with start_processes(resolve_device(spec.device)) as procs:
         model = load_study_model(
-            spec.model, checkpoints, dtype=spec.dtype, device=procs.device, params=spec.params
+            spec.model,
+            checkpoints,
+            dtype=spec.dtype,
+            device=procs.device,
+            params=spec.params,
+            options=LoadOptions.of(spec),
         )
         computed = compute_set_grams(
             spec,
@@ -154,7 +159,7 @@ def run_study(
     if not procs.is_main:
         return result
     norms = compute_norm_rows(checkpoints, grams, tokenized, rows_of)
-    config = _resolved_config(spec, checkpoints, keys, dims)
+    config = _resolved_config(spec, checkpoints, keys, dims, procs.device)
     for entry, rate in zip(config["checkpoints"], learning_rates, strict=True):
         if rate is not None:
             entry["learning_rate"] = rate
@@ -224,21 +229,14 @@ def _discover(spec: StudySpec) -> list[Checkpoint]:
     return discover_checkpoints(entries, base_dir=base_dir)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("CUDA is not available on this machine", key="device")
-    return resolved
-
-
 # -- outputs --------------------------------------------------------------------------------
 
 
-def _resolved_config(spec, checkpoints, keys, dims) -> dict:
+def _resolved_config(spec, checkpoints, keys, dims, device) -> dict:
     config = {
         "spec": spec.to_dict(),
+        # What device: auto resolved to (not part of the run's identity: the spec is).
+        "device": str(device),
         "checkpoints": [
             {
                 "step": c.step,

@@ -31,7 +31,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from swiftstudy.config.fields import Check, among, device, dtype, listed, nested, option, regex
+from swiftstudy.config.fields import (
+    Check,
+    among,
+    attn_implementation,
+    device,
+    dtype,
+    listed,
+    nested,
+    option,
+    regex,
+    revision,
+    trust_remote_code,
+)
 from swiftstudy.config.reader import SpecValidator, describe_value
 from swiftstudy.config.spec import Spec, from_dict, load_spec, read_spec
 from swiftstudy.config.yamlio import KeyPath
@@ -249,13 +261,18 @@ class StudySpec(Spec):
     metrics: tuple[MetricSpec, ...] = option(
         doc="The metrics, in order.", check=Check(_metrics, spec=MetricSpec, each="[]")
     )
+    revision: str | None = revision()
+    trust_remote_code: bool = trust_remote_code()
+    attn_implementation: str | None = attn_implementation()
     max_length: int = option(DEFAULT_MAX_LENGTH, "Longest tokenized example (tokens).", min=2)
     batch_size: int = option(DEFAULT_BATCH_SIZE, "Most examples in one batch.", min=1)
     batch_tokens: int | None = option(
         None, "Most padded tokens in a batch; null: the device's.", min=1
     )
     dtype: str = option(DEFAULT_DTYPE, "Compute dtype.", check=dtype())
-    device: str = option(DEFAULT_DEVICE, "cpu, cuda, cuda:N or auto.", check=device())
+    device: str = option(
+        DEFAULT_DEVICE, "auto (a GPU if any), cpu, cuda or cuda:N.", check=device()
+    )
     on_overflow: str = option(
         ON_OVERFLOW_ERROR,
         "Examples longer than max_length: error or drop.",

@@ -38,7 +38,7 @@ from swiftstudy.constants import (
 from swiftstudy.data import TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
 from swiftstudy.gradients import default_batch_tokens
-from swiftstudy.model import Checkpoint, discover_checkpoints, load_base_model
+from swiftstudy.model import Checkpoint, LoadOptions, discover_checkpoints, load_base_model
 from swiftstudy.rundir import hash_input, save_run_config
 from swiftstudy.train.data import (
     CompletionCollator,
@@ -138,7 +138,9 @@ def run_training(
         return _result(out_dir, resume_from)
     device = _resolve_device(spec)
 
-    model, tokenizer = load_base_model(spec.model, dtype=torch.float32)
+    model, tokenizer = load_base_model(
+        spec.model, dtype=torch.float32, options=LoadOptions.of(spec)
+    )
     tokenized = [
         tokenize_examples(exs, tokenizer, max_length=spec.max_length, on_overflow=spec.on_overflow)
         for exs in examples
@@ -167,7 +169,7 @@ def run_training(
             prepare_out_dir(out_dir, overwrite)
             save_run_config(
                 out_dir / TRAIN_CONFIG_YAML,
-                _resolved_config(spec, hashes, tokenized, plan),
+                _resolved_config(spec, hashes, tokenized, plan, device),
                 command=command,
                 inputs={str(s.path): h for s, h in zip(spec.data, hashes, strict=True)},
             )
@@ -370,10 +372,12 @@ def _resolved_config(
     hashes: list[str | None],
     tokenized: list[list[TokenizedExample]],
     plan: _BatchPlan,
+    device: str,
 ) -> dict:
     return {
         "spec": spec.to_dict(),
         "data_sha256": hashes,
+        "device": device,  # what device: auto resolved to (the spec keeps auto)
         "n_examples": [len(toks) for toks in tokenized],
         "micro_batch_size": plan.micro_batch_size,
         "gradient_accumulation_steps": plan.accumulation,

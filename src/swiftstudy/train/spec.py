@@ -16,6 +16,12 @@ Example::
 
 ``epochs`` and ``max_steps`` exclude each other, except that one set by a command-line override
 replaces the other one written in the file.
+
+The names of ``TrainingArguments`` and PEFT's ``LoraConfig`` are accepted for the same keys
+(``learning_rate``, ``num_train_epochs``, ``per_device_train_batch_size``, ``lora.lora_alpha``,
+``lora.target_modules``, ``lora.lora_dropout``); the resolved spec writes our names, and giving
+both names of one key is refused. ``gradient_accumulation_steps`` has no key of its own (it
+follows from ``batch_size`` and ``micro_batch_size``), and ``report_to`` takes ``none`` only.
 """
 
 from __future__ import annotations
@@ -24,10 +30,18 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from swiftstudy.config.fields import Check, listed, nested, option
-from swiftstudy.config.reader import SpecValidator
+from swiftstudy.config.fields import (
+    Check,
+    attn_implementation,
+    listed,
+    nested,
+    option,
+    revision,
+    trust_remote_code,
+)
+from swiftstudy.config.reader import SpecValidator, describe_value
 from swiftstudy.config.spec import Spec, from_dict, load_spec, spec_to_dict
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
@@ -46,6 +60,7 @@ from swiftstudy.constants import (
     DEFAULT_WARMUP_STEPS,
     ON_OVERFLOW_ERROR,
     ON_OVERFLOW_MODES,
+    REPORT_TO_NONE,
     SCHEDULE_MIXED,
     SCHEDULES,
     TRAIN_DEVICES,
@@ -68,14 +83,32 @@ class LoraSpec(Spec):
 
     r: int = option(DEFAULT_LORA_R, "The rank.", min=1)
     alpha: float = option(
-        DEFAULT_LORA_ALPHA, "lora_alpha: the update is scaled by alpha / r.", positive=True
+        DEFAULT_LORA_ALPHA,
+        "The update is scaled by alpha / r.",
+        positive=True,
+        aliases=("lora_alpha",),
     )
-    dropout: float = option(DEFAULT_LORA_DROPOUT, "Dropout on the adapter's input.", below=1)
+    dropout: float = option(
+        DEFAULT_LORA_DROPOUT, "Dropout on the adapter's input.", below=1, aliases=("lora_dropout",)
+    )
     targets: tuple[str, ...] = option(
         DEFAULT_LORA_TARGETS,
-        "Module names (suffixes) to adapt (target_modules).",
+        "Module names (suffixes) to adapt.",
         check=listed(SpecValidator.string, "module names", single=True),
+        aliases=("target_modules",),
     )
+
+
+def _report_to(reader: SpecValidator, value: Any, key_path: KeyPath) -> str:
+    """``report_to: none``: the Trainer reports to no tracker here."""
+    if value not in (REPORT_TO_NONE, [REPORT_TO_NONE], []):
+        raise reader.error(
+            f"swiftstudy reports to no tracker, got {describe_value(value)}: the losses and "
+            "learning rates go to the log and to each checkpoint's trainer_state.json; "
+            "set none or leave it out",
+            key_path,
+        )
+    return REPORT_TO_NONE
 
 
 _SOURCE = nested(DataSource, "a data path or {path, split}", shorthand="path")
@@ -98,24 +131,46 @@ class TrainSpec(Spec):
     override replaces the other one written in the file.
     """
 
+    unsupported_keys: ClassVar[dict[str, str]] = {
+        "gradient_accumulation_steps": "set batch_size, the examples of one optimizer step over "
+        "all processes (per_device_train_batch_size × gradient_accumulation_steps × processes): "
+        "the accumulation is batch_size / (micro_batch_size × processes)",
+    }
+
     model: str = option(
         doc="Model alias, local folder, hub id or .gguf path.", check=SpecValidator.model
     )
     data: tuple[DataSource, ...] = option(
         doc="The data sources, in order.", check=Check(_data, spec=DataSource, each="[]")
     )
+    revision: str | None = revision()
+    trust_remote_code: bool = trust_remote_code()
+    attn_implementation: str | None = attn_implementation()
     lora: LoraSpec = option(LoraSpec(), "The adapter to train (unused with full_finetune).")
     lr: float = option(
-        DEFAULT_TRAIN_LR, "The peak learning rate, after warmup_steps.", positive=True
+        DEFAULT_TRAIN_LR,
+        "The peak learning rate, after warmup_steps.",
+        positive=True,
+        aliases=("learning_rate",),
     )
     min_lr: float = option(DEFAULT_TRAIN_MIN_LR, "The last step's learning rate (linear decay).")
     warmup_steps: int = option(DEFAULT_WARMUP_STEPS, "Steps of linear warm-up to lr.", min=0)
-    epochs: int | None = option(DEFAULT_EPOCHS, "Passes over the data; null with max_steps.", min=1)
+    epochs: int | None = option(
+        DEFAULT_EPOCHS,
+        "Passes over the data; null with max_steps.",
+        min=1,
+        aliases=("num_train_epochs",),
+    )
     max_steps: int | None = option(None, "Optimizer steps; null: train for epochs.", min=1)
     batch_size: int = option(
         DEFAULT_TRAIN_BATCH_SIZE, "Examples per optimizer step, all processes.", min=1
     )
-    micro_batch_size: int | None = option(None, "Examples per forward pass; null chooses.", min=1)
+    micro_batch_size: int | None = option(
+        None,
+        "Examples per forward pass on each process; null chooses.",
+        min=1,
+        aliases=("per_device_train_batch_size",),
+    )
     save_steps: int = option(DEFAULT_SAVE_STEPS, "A checkpoint every this many steps.", min=1)
     seed: int = option(DEFAULT_SEED, "Seeds the adapter initialisation and the data order.", min=0)
     max_length: int = option(DEFAULT_MAX_LENGTH, "The most tokens of an example.", min=2)
@@ -131,6 +186,12 @@ class TrainSpec(Spec):
     full_finetune: bool = option(False, "Train every weight instead of a LoRA adapter.")
     device: str = option(
         DEFAULT_TRAIN_DEVICE, "auto (a GPU if any), cpu or cuda.", choices=TRAIN_DEVICES
+    )
+    report_to: str = option(
+        REPORT_TO_NONE,
+        "none only: the losses go to the log and each checkpoint's trainer_state.json.",
+        check=_report_to,
+        omit_default=True,
     )
     spec_path: Path | None = field(default=None, compare=False, repr=False)
 

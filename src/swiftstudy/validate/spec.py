@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from swiftstudy.config.fields import Check, among, device, dtype, nested, option
 from swiftstudy.config.reader import SpecValidator, describe_value
-from swiftstudy.config.spec import Spec, from_dict, load_spec, read_spec
+from swiftstudy.config.spec import Spec, from_dict, key_names, load_spec, read_spec
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     ADAPTER_CONFIG,
@@ -48,7 +48,11 @@ from swiftstudy.constants import (
 from swiftstudy.train import TrainSpec
 from swiftstudy.validate.evaluator_spec import EvaluatorSpec, read_evaluator
 
-_DURATION_KEYS = ("epochs", "max_steps")
+#: Every name of the duration keys: a run's own one replaces all of the defaults'.
+_DURATION_KEYS = key_names(TrainSpec, "epochs", "max_steps")
+#: ``from_pretrained``'s keys: answers are generated from ``model`` as the Hub's main revision
+#: gives it, so a run may not load other weights or code.
+_LOAD_KEYS = key_names(TrainSpec, "revision", "trust_remote_code", "attn_implementation")
 _BASE_RUN = "base"
 
 
@@ -220,6 +224,7 @@ def _runs(reader: SpecValidator, items: Any, key_path: KeyPath) -> tuple[RunSpec
     for key, why in (("model", "set it at the top level"), ("data", "each run names its data")):
         if key in defaults:
             raise reader.error(f"not a default: {why}", ("train", key))
+    _refuse_load_keys(reader, defaults, ("train",))
     entries = _run_entries(reader, items)
     names = [name for name, _, _ in entries]
     runs = tuple(_run(reader, entry, defaults, names) for entry in entries)
@@ -276,6 +281,7 @@ def _run(
         if not checkpoint.exists():
             raise reader.error(f"no such file or folder: {checkpoint}", (*key_path, "checkpoint"))
         return RunSpec(name, checkpoint=checkpoint)
+    _refuse_load_keys(reader, own, key_path)
     base = dict(defaults)
     if any(k in own for k in _DURATION_KEYS):
         base = {k: v for k, v in base.items() if k not in _DURATION_KEYS}
@@ -300,6 +306,15 @@ def _run(
     merged_reader = SpecValidator(reader.source, reader.lines, reader.base_dir, where=where)
     train = read_spec(TrainSpec, merged, merged_reader, spec_path=reader.source)
     return RunSpec(name, train=train, init_run=init_run)
+
+
+def _refuse_load_keys(reader: SpecValidator, keys: dict[Any, Any], key_path: KeyPath) -> None:
+    for key in _LOAD_KEYS:
+        if key in keys:
+            raise reader.error(
+                "not in a validate spec: its answers are generated from model as it is",
+                (*key_path, key),
+            )
 
 
 def _holds(data: Any, key_path: KeyPath) -> bool:
