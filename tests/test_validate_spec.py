@@ -81,6 +81,16 @@ def test_a_runs_duration_replaces_the_defaults_and_lora_merges(tmp_path: Path):
     assert (b.train.epochs, b.train.max_steps) == (None, 40)
     assert spec.baseline == "a"  # the first run by default
     assert spec.eval.evaluator.kind == "exact"
+    # The TrainingArguments names: a run's num_train_epochs replaces the defaults' max_steps too.
+    spec = load_validate_spec(
+        _write(
+            tmp_path,
+            HEAD + "train: {max_steps: 40, learning_rate: 1.0e-4}\n"
+            "runs:\n  - {name: a, data: d.jsonl, num_train_epochs: 2}\n",
+        )
+    )
+    assert (spec.runs[0].train.epochs, spec.runs[0].train.max_steps) == (2, None)
+    assert spec.runs[0].train.lr == 1e-4
 
 
 def test_overrides_reach_defaults_and_runs(tmp_path: Path):
@@ -209,6 +219,14 @@ def test_evaluators_and_their_options(tmp_path: Path):
         (
             "model: m\neval: {path: e.jsonl}\nruns: [{name: a, data: d}]\ndevice: tpu\n",
             ":4: device: unknown device 'tpu'",
+        ),
+        (
+            HEAD + "train: {revision: v1}\nruns: [{name: a, data: d}]\n",
+            ":3: train.revision: not in a validate spec: its answers are generated from model",
+        ),
+        (
+            HEAD + "runs: [{name: a, data: d, attn_implementation: sdpa}]\n",
+            ":3: runs[0].attn_implementation: not in a validate spec",
         ),
     ],
 )
