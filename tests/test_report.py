@@ -259,6 +259,9 @@ def test_old_result_folder_without_norms(tmp_path: Path):
     verdicts = json.loads(files.verdicts.read_text())
     assert verdicts["diagnostics"]["gradient_norms"] is None
     assert "norms.csv is missing" in verdicts["diagnostics"]["note"]
+    # Cosine (the default headline) needs the probes' norms: the headline falls back to RelInf.
+    headline = verdicts["headline"]
+    assert (headline["normalization"], headline["checkpoints"]) == ("relinf", "mean")
     assert "norms.csv is missing" in files.html.read_text()
     assert "norms.csv is missing" in files.markdown.read_text()
     assert not any("gradient-norms" in p.name for p in files.figures)

@@ -18,10 +18,12 @@ from swiftstudy.constants import (
     CHECKPOINT_WEIGHTINGS,
     DEFAULT_VERDICT_VARIANT,
     NORMALIZATION_COSINE,
+    NORMALIZATION_RELINF,
     NORMALIZATIONS,
     NORMS_CSV,
     VALIDITY_NOTE,
     WEIGHTING_LR,
+    WEIGHTING_MEAN,
 )
 from swiftstudy.report.results import MetricDefinition, StudyTables, build_metric_pairs
 from swiftstudy.scores import (
@@ -141,11 +143,17 @@ def analyze_verdicts(
     )
     variant = tables.verdict
     if variant[0] not in normalizations or variant[1] not in weightings:
-        notes.append(
-            f"The spec's verdict variant {variant[0]} / {variant[1]} is not available here; "
-            f"the headline uses {DEFAULT_VERDICT_VARIANT[0]} / {DEFAULT_VERDICT_VARIANT[1]}."
+        # The default when it can be computed here, else the paper's RelInf (always available).
+        usable = (
+            DEFAULT_VERDICT_VARIANT[0] in normalizations
+            and DEFAULT_VERDICT_VARIANT[1] in weightings
         )
-        variant = DEFAULT_VERDICT_VARIANT
+        fallback = DEFAULT_VERDICT_VARIANT if usable else (NORMALIZATION_RELINF, WEIGHTING_MEAN)
+        notes.append(
+            f"The verdict variant {variant[0]} / {variant[1]} is not available here; "
+            f"the headline uses {fallback[0]} / {fallback[1]}."
+        )
+        variant = fallback
     return VerdictAnalysis(
         variant, variants, _headlines(tables, statistics, variants, variant), tuple(notes)
     )
