@@ -10,6 +10,7 @@ The public API, for notebooks and scripts (the ``swiftstudy`` command calls the 
     demo = swiftstudy.run_demo("demo-out")  # data, base run and the three studies, bundled model
     session = swiftstudy.Session("smollm2", "runs/base")  # in a notebook: the model loaded once
     result = session.study(sets={"cot": records, ...}, metrics=[...])  # .scores.to_pandas()
+    callback = swiftstudy.SwiftStudyCallback("study.yaml", "results/live")  # Trainer(callbacks=)
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +34,7 @@ _SOURCES = {
     "Strategy": "swiftstudy.data.strategies",
     "StudyResult": "swiftstudy.study",
     "StudySpec": "swiftstudy.study",
+    "SwiftStudyCallback": "swiftstudy.study.callback",
     "TrainResult": "swiftstudy.train",
     "TrainSpec": "swiftstudy.train",
     "ValidateSpec": "swiftstudy.validate",
@@ -58,6 +60,7 @@ __all__ = [
     "Strategy",
     "StudyResult",
     "StudySpec",
+    "SwiftStudyCallback",
     "TrainResult",
     "TrainSpec",
     "ValidateSpec",
@@ -82,6 +85,7 @@ if TYPE_CHECKING:
     from swiftstudy.probes import ProbeFailure, ProbesResult, build_probes
     from swiftstudy.report import ReportFiles, render_report
     from swiftstudy.study import StudyResult, StudySpec, load_study_spec, run_study
+    from swiftstudy.study.callback import SwiftStudyCallback
     from swiftstudy.study.session import Session
     from swiftstudy.train import TrainResult, TrainSpec, load_train_spec, run_training
     from swiftstudy.validate import (
