@@ -8,8 +8,8 @@ fields are declared with :func:`option`: type, default, check and a one-line doc
 lists every key for ``--print-config``. Nothing here imports torch.
 """
 
-from swiftstudy.config.fields import device, nested, option, torch_dtype
-from swiftstudy.config.spec import Spec, describe_spec, from_dict, load_spec
+from swiftstudy.config.fields import device, option, torch_dtype
+from swiftstudy.config.spec import Spec, describe_spec, from_dict, load_spec, nested
 
 __all__ = [
     "Spec",

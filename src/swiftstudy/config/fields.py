@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from swiftstudy.config.reader import SpecValidator, describe_value, model_source
@@ -97,41 +95,12 @@ def option(
     return dataclasses.field(default=default, default_factory=factory, metadata=meta)
 
 
-def infer_check(kind: Any, o: Option) -> Check | None:
-    """The check of a field of type ``kind`` declared as ``o``; None: taken as written."""
-    from swiftstudy.config.spec import Spec
-
-    args = typing.get_args(kind)
-    nullable = type(None) in args
-    if nullable and len(args) == 2:
-        kind = next(arg for arg in args if arg is not type(None))
-    if o.check is not None or o.choices:
-        return o.check or choice(o.choices)
-    if isinstance(kind, type) and issubclass(kind, Spec):
-        return nested(kind)
-    rules: dict[Any, tuple[Callable, dict[str, Any]]] = {
-        int: (SpecValidator.integer, {"minimum": o.min, "nullable": nullable}),
-        float: (SpecValidator.number, {"positive": o.positive, "below": o.below}),
-        str: (SpecValidator.string, {}),
-        bool: (SpecValidator.boolean, {}),
-        Path: (SpecValidator.path, {}),
-    }
-    if kind not in rules:
-        return None
-    rule, bounds = rules[kind]
-
-    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
-        return None if nullable and value is None else rule(reader, value, key_path, **bounds)
-
-    return Check(run, parse=_PARSERS.get(kind, str))
-
-
 def _parse_bool(text: str) -> bool | str:
     """A command-line ``true`` / ``false`` as a boolean; anything else is left for the check."""
     return {"true": True, "false": False}.get(text.strip().lower(), text)
 
 
-_PARSERS: dict[Any, Callable[[str], Any]] = {int: int, float: float, bool: _parse_bool}
+TEXT_PARSERS: dict[Any, Callable[[str], Any]] = {int: int, float: float, bool: _parse_bool}
 
 
 def choice(choices: Sequence[str]) -> Check:
@@ -194,19 +163,6 @@ def listed(item: Callable, what: str, *, least: int = 1, single: bool = False) -
         return tuple(item(reader, v, (*key_path, i)) for i, v in enumerate(value))
 
     return Check(run)
-
-
-def nested(spec: type, what: str | None = None, *, shorthand: str | None = None) -> Check:
-    """A section read as the spec class ``spec``; a string stands for ``{shorthand: string}``."""
-
-    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
-        from swiftstudy.config.spec import read_spec
-
-        if shorthand is not None and isinstance(value, str):
-            value = {shorthand: value}
-        return read_spec(spec, value, reader, key_path, what)
-
-    return Check(run, spec=spec)
 
 
 # -- from_pretrained's keys, beside a spec's model (read after it) --------------------------

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from swiftstudy.config.fields import Option, infer_check
+from swiftstudy.config.fields import TEXT_PARSERS, Check, Option, choice
 from swiftstudy.config.reader import SpecValidator, absolute_path, dotted_key, load_spec_data
 from swiftstudy.config.yamlio import KeyPath, Lines
 
@@ -259,3 +259,44 @@ def _text(value: Any) -> str:
 def _required(f: dataclasses.Field, o: Option) -> bool:
     no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     return no_default and o.fill is None
+
+
+# -- checks that read a section as a spec (they need Spec and read_spec) --------------------
+
+
+def infer_check(kind: Any, o: Option) -> Check | None:
+    """The check of a field of type ``kind`` declared as ``o``; None: taken as written."""
+    args = typing.get_args(kind)
+    nullable = type(None) in args
+    if nullable and len(args) == 2:
+        kind = next(arg for arg in args if arg is not type(None))
+    if o.check is not None or o.choices:
+        return o.check or choice(o.choices)
+    if isinstance(kind, type) and issubclass(kind, Spec):
+        return nested(kind)
+    rules: dict[Any, tuple[Callable, dict[str, Any]]] = {
+        int: (SpecValidator.integer, {"minimum": o.min, "nullable": nullable}),
+        float: (SpecValidator.number, {"positive": o.positive, "below": o.below}),
+        str: (SpecValidator.string, {}),
+        bool: (SpecValidator.boolean, {}),
+        Path: (SpecValidator.path, {}),
+    }
+    if kind not in rules:
+        return None
+    rule, bounds = rules[kind]
+
+    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
+        return None if nullable and value is None else rule(reader, value, key_path, **bounds)
+
+    return Check(run, parse=TEXT_PARSERS.get(kind, str))
+
+
+def nested(spec: type, what: str | None = None, *, shorthand: str | None = None) -> Check:
+    """A section read as the spec class ``spec``; a string stands for ``{shorthand: string}``."""
+
+    def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
+        if shorthand is not None and isinstance(value, str):
+            value = {shorthand: value}
+        return read_spec(spec, value, reader, key_path, what)
+
+    return Check(run, spec=spec)

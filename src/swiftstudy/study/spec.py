@@ -38,14 +38,13 @@ from swiftstudy.config.fields import (
     device,
     dtype,
     listed,
-    nested,
     option,
     regex,
     revision,
     trust_remote_code,
 )
 from swiftstudy.config.reader import SpecValidator, describe_value
-from swiftstudy.config.spec import Spec, from_dict, load_spec, read_spec
+from swiftstudy.config.spec import Spec, from_dict, load_spec, nested, read_spec
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     CHECKPOINT_WEIGHTINGS,

@@ -36,13 +36,12 @@ from swiftstudy.config.fields import (
     Check,
     attn_implementation,
     listed,
-    nested,
     option,
     revision,
     trust_remote_code,
 )
 from swiftstudy.config.reader import SpecValidator, describe_value
-from swiftstudy.config.spec import Spec, from_dict, load_spec, spec_to_dict
+from swiftstudy.config.spec import Spec, from_dict, load_spec, nested, spec_to_dict
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     DEFAULT_EPOCHS,

@@ -28,9 +28,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from swiftstudy.config.fields import Check, among, device, dtype, nested, option
+from swiftstudy.config.fields import Check, among, device, dtype, option
 from swiftstudy.config.reader import SpecValidator, describe_value
-from swiftstudy.config.spec import Spec, from_dict, key_names, load_spec, read_spec
+from swiftstudy.config.spec import Spec, from_dict, key_names, load_spec, nested, read_spec
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     ADAPTER_CONFIG,
