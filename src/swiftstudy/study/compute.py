@@ -444,10 +444,13 @@ def resolve_config(
     checkpoints: Sequence[Checkpoint],
     keys: Sequence[CheckpointKeys],
     dims: Sequence[int],
+    device: str | None = None,
 ) -> dict:
-    """``config.yaml``'s resolved spec and checkpoints (provenance is added when it is saved)."""
+    """``config.yaml``'s resolved spec and checkpoints (provenance is added when it is saved);
+    ``device``: what ``device: auto`` resolved to (not part of the run's identity: the spec is)."""
     config = {
         "spec": spec.to_dict(),
+        **({"device": device} if device is not None else {}),
         "checkpoints": [
             {
                 "step": c.step,

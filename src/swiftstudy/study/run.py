@@ -30,7 +30,6 @@ from swiftstudy.constants import (
 from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
-from swiftstudy.gradients import relative_error_bound
 from swiftstudy.model import (
     Checkpoint,
     LoadOptions,
@@ -53,11 +52,9 @@ from swiftstudy.study.compute import (
     check_pairs,
     checkpoint_keys,
     compute_set_grams,
-    layout_gram_rows,
     load_study_model,
+    resolve_config,
     token_records,
-    unique_sequences,
-    used_sets,
 )
 from swiftstudy.study.compute import learning_rates as compute_learning_rates
 from swiftstudy.study.distributed import start_processes
@@ -66,10 +63,6 @@ from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
 
 logger = logging.getLogger(__name__)
-
-# study.callback imports these helpers from this module under their old names.
-_check_pairs, _used_sets = check_pairs, used_sets
-_layout, _unique_sequences = layout_gram_rows, unique_sequences
 
 _MB = 1 << 20
 
@@ -159,7 +152,7 @@ def run_study(
     if not procs.is_main:
         return result
     norms = compute_norm_rows(checkpoints, grams, tokenized, rows_of)
-    config = _resolved_config(spec, checkpoints, keys, dims, procs.device)
+    config = resolve_config(spec, checkpoints, keys, dims, str(procs.device))
     for entry, rate in zip(config["checkpoints"], learning_rates, strict=True):
         if rate is not None:
             entry["learning_rate"] = rate
@@ -230,34 +223,6 @@ def _discover(spec: StudySpec) -> list[Checkpoint]:
 
 
 # -- outputs --------------------------------------------------------------------------------
-
-
-def _resolved_config(spec, checkpoints, keys, dims, device) -> dict:
-    config = {
-        "spec": spec.to_dict(),
-        # What device: auto resolved to (not part of the run's identity: the spec is).
-        "device": str(device),
-        "checkpoints": [
-            {
-                "step": c.step,
-                "path": str(c.path),
-                "kind": c.kind,
-                "sha256": k.weights,
-                **({"optimizer_key": k.adam} if k.adam else {}),
-                ("row_dim" if spec.projection_dim else "gradient_dim"): d,
-            }
-            for c, k, d in zip(checkpoints, keys, dims, strict=True)
-        ],
-    }
-    if spec.projection_dim is not None:
-        config["projection"] = {
-            "kind": "rademacher",
-            "dim": spec.projection_dim,
-            "seed": spec.projection_seed,
-            # The standard error of a projected dot product <a, b> is at most this x |a| |b|.
-            "relative_error_bound": relative_error_bound(spec.projection_dim),
-        }
-    return config
 
 
 def _write_outputs(out_dir, scores, relinf, norms, tokenized) -> None:
