@@ -38,8 +38,8 @@ validate: install
 # Then the numerics again on torch's and MKL's AVX2 kernels (7-8 minutes on 2 cores), so a
 # comparison that holds on one CPU family only (bit for bit across other matmul shapes) fails on
 # every machine; without the cache provider, `pytest --lf` still reruns the first run's failures.
-NUMERICS_TESTS = tests/test_engine.py tests/test_scores.py tests/test_study*.py \
-	tests/test_preconditioning.py tests/test_projection.py
+NUMERICS_TESTS = tests/gradients/test_engine.py tests/scores/test_scores.py tests/study/test_study*.py \
+	tests/gradients/test_preconditioning.py tests/gradients/test_projection.py
 test: install-test
 	command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium; }
 	$(PYTHON) -m ruff check src tests benchmarks examples

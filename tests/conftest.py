@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +26,13 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+# tests/ mirrors src/swiftstudy/. Some tests build on another folder's helpers (the study fixture
+# of study/test_study.py, the stub server of generate/test_generate_openai.py): every test folder
+# is importable, whichever file pytest collects first (or alone).
+for _folder in sorted(p for p in Path(__file__).parent.iterdir() if p.is_dir()):
+    if any(_folder.glob("test_*.py")) and str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 _CORPUS = [
     "What is two plus two? The answer is 4.",

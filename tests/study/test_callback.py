@@ -228,6 +228,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, sys.argv[2])
+import conftest  # noqa: F401  (puts every test folder on sys.path)
 from test_callback import sft_trainer
 from swiftstudy import SwiftStudyCallback
 
@@ -254,7 +255,7 @@ def test_under_torchrun_every_rank_studies_and_rank_0_writes(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(_DDP_RUN)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    command += [str(script), str(tmp_path), str(Path(__file__).parent)]
+    command += [str(script), str(tmp_path), str(Path(__file__).parents[1])]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -16,7 +16,7 @@ from swiftstudy.cli.main import main
 from swiftstudy.model import load_base_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cot-mini"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cot-mini"
 
 
 def _save_series(root: Path) -> None:

@@ -12,7 +12,7 @@ from swiftstudy.study import run_study
 from swiftstudy.train import run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cot-mini"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cot-mini"
 
 
 def test_short_base_run_learns_and_its_series_is_studied(tmp_path: Path):

@@ -13,7 +13,7 @@ import yaml
 import swiftstudy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cot-mini"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cot-mini"
 
 
 def test_validate_two_short_runs_on_the_bundled_model(tmp_path: Path):

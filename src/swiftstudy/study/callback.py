@@ -11,7 +11,8 @@ every studied step as well.
 The run itself is unchanged: during each study step every parameter is frozen and the model is in
 eval mode (no dropout), the torch CPU and CUDA random states are forked, and afterwards every
 module's train mode and every parameter's ``requires_grad`` are put back, so the training steps
-that follow compute exactly what they would have (bit for bit on a CPU, ``tests/test_callback``).
+that follow compute exactly what they would have (bit for bit on a CPU:
+``tests/study/test_callback``).
 
 Under ``torchrun`` / ``accelerate launch`` (DDP) every process studies: the batches are shared out
 as in a study (``study.distributed``) and rank 0 writes. FSDP and DeepSpeed shard the weights,
