@@ -1,7 +1,7 @@
 """What the report says, section by section, built from an analysis and its saved figures.
 
 Sections: the verdicts against controls (``headline``), the question and key findings, the verdict
-table and comparisons, the probes that drive each metric (``drivers``), the figures, the pairs,
+table and comparisons, the figures, the pairs, the probes that drive each metric (``drivers``),
 the diagnostics; then the reference sections from
 ``reference``: the set-up (model, gradients, checkpoints, sets), the method and rules, and how to
 reproduce.
@@ -79,9 +79,9 @@ def build_document(analysis: ReportAnalysis, figures: ReportFigures) -> Document
         build_headline(analysis),
         _summary(analysis),
         *_comparisons(analysis),
-        _drivers(analysis),
         Section("figures", "Metrics by step", (*figures.metrics_by_step, _step_table(analysis))),
         Section("pairs", "Pairs", _pairs_intro() + figures.heatmaps + figures.distributions),
+        _drivers(analysis),
         _diagnostics(analysis, figures.gradient_norms),
         build_setup(analysis),
         build_method(analysis),
