@@ -110,7 +110,7 @@ print(result.scores.to_pandas()[["metric", "step", "value", "ci_low", "ci_high"]
 
 # %%
 top = result.top_probes("CoT → In-task", k=3).to_pandas()
-print(top[["effect", "probe_id", "task", "mean_relinf", "prompt", "moved_evals"]])
+print(top[["effect", "probe_id", "task", "mean_relinf", "moved_evals"]].to_string())
 
 # %% [markdown]
 # ## Save the usual files and report

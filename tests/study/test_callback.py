@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from peft import LoraConfig
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, TrainerCallback
 from trl import SFTTrainer
 
 import swiftstudy
@@ -58,10 +58,11 @@ def write_data(root: Path) -> dict:
 def sft_trainer(root: Path, name: str, *, dtype=torch.float32, callbacks=(), **config):
     """A tiny SFTTrainer LoRA run on the conversational rows (4 steps unless told)."""
     tokenizer = build_tiny_tokenizer()
-    base = build_tiny_llama(len(tokenizer), dtype=dtype)
     if not (root / "base").exists():
-        base.save_pretrained(root / "base")
+        build_tiny_llama(len(tokenizer), dtype=dtype).save_pretrained(root / "base")
         tokenizer.save_pretrained(root / "base")
+    # Loaded from its folder, as a user's run loads its base: the callback names it by that path.
+    base = AutoModelForCausalLM.from_pretrained(root / "base", dtype=dtype)
     settings = {"max_steps": 4, "logging_steps": 1, **config}
     return SFTTrainer(
         model=base,
@@ -146,7 +147,9 @@ def test_the_callback_equals_a_study_of_the_saved_checkpoints(tmp_path, monkeypa
 
     study_spec = {**spec, "model": str(tmp_path / "base"), "checkpoints": "run"}
     study_spec |= {"dtype": "float64", "device": "cpu"}
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study_spec, allow_unicode=True))
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump(study_spec, allow_unicode=True, sort_keys=False)  # the callback's set order
+    )
     result = run_study(tmp_path / "study.yaml", tmp_path / "study", cache=False, progress=False)
 
     assert [c.step for c in callback.result.checkpoints] == [2, 4]
