@@ -54,11 +54,11 @@ from swiftstudy.constants import (
     NORMALIZATIONS,
 )
 from swiftstudy.model import discover_checkpoints, load_learning_rate_log
-from swiftstudy.scores import compute_rank_correlation
+from swiftstudy.report.results import build_metric_pairs, load_study_tables
+from swiftstudy.scores import PairMatrix, compute_pair_mask, compute_rank_correlation
 from swiftstudy.scores.variants import (
     compute_checkpoint_weights,
     compute_interval_learning_rates,
-    normalize_pair_scores,
 )
 from swiftstudy.validate.evaluators import extract_last_number
 
@@ -320,42 +320,6 @@ def _learning_rates(run_dir: Path) -> dict[int, float]:
     return dict(zip(steps, rates.tolist(), strict=True))
 
 
-def load_pair_tables(study_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per probe set and checkpoint: dots, squared norms, token counts and tasks, from the study
-    files (``relinf.csv`` holds every pair: the study's metrics use ``context: all``)."""
-    norms: dict[tuple[int, str, str], tuple[float, int]] = {}
-    with (study_dir / "norms.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            key = (int(row["step"]), row["set"], row["id"])
-            norms[key] = (float(row["sqnorm"]), int(row["n_completion_tokens"]))
-    pairs: dict[tuple[str, int], dict[tuple[str, str], float]] = {}
-    tasks: dict[tuple[str, str], str] = {}
-    with (study_dir / "relinf.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["probe_set"], int(row["step"]))
-            pairs.setdefault(key, {})[row["probe_id"], row["eval_id"]] = float(row["dot"])
-            tasks[row["probe_set"], row["probe_id"]] = row["probe_task"]
-            tasks[EVALS, row["eval_id"]] = row["eval_task"]
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for (probe_set, step), dots in sorted(pairs.items(), key=lambda item: item[0][1]):
-        probes = sorted({p for p, _ in dots})
-        evals = sorted({e for _, e in dots})
-        probe_tasks = [tasks[probe_set, p] for p in probes]
-        eval_tasks = [tasks[EVALS, e] for e in evals]
-        tables.setdefault(probe_set, []).append(
-            {
-                "step": step,
-                "dots": np.array([[dots[p, e] for e in evals] for p in probes]),
-                "probe_sqnorms": np.array([norms[step, probe_set, p][0] for p in probes]),
-                "probe_tokens": np.array([norms[step, probe_set, p][1] for p in probes]),
-                "eval_sqnorms": np.array([norms[step, EVALS, e][0] for e in evals]),
-                "eval_tokens": np.array([norms[step, EVALS, e][1] for e in evals]),
-                "same_task": np.array([[p == e for e in eval_tasks] for p in probe_tasks]),
-            }
-        )
-    return tables
-
-
 #: The pair sets a score averages over: every pair, the same task, other tasks.
 CONTEXTS = {
     "all": lambda same: np.ones_like(same),
@@ -374,14 +338,26 @@ def compute_variant_scores(
     """Every variant's score of every strategy (``None`` where a context has no pair): the mean
     pair score over a context's pairs, normalised, then combined over checkpoints. Variants are
     named ``context/normalization/weighting``."""
-    tables = load_pair_tables(study_dir)
-    steps = [t["step"] for t in tables[STRATEGIES[0]]]
-    rates = [learning_rates[s] for s in steps]
+    tables = load_study_tables(study_dir)
+    metrics = {m.name: m for m in tables.metrics}
+    examples = tables.examples
+    same_task = {
+        name: compute_pair_mask(
+            [e.task for e in examples[m.probes]], [e.task for e in examples[m.evals]], "in-task"
+        ).numpy()
+        for name, m in metrics.items()
+    }
+    rates = [learning_rates[s] for s in tables.steps]
     scores: dict[str, dict[str, Any]] = {}
+    # The study's metrics are named after their strategy and use every pair (context: all).
+    pairs = {
+        normalization: {m.name: m.matrices for m in build_metric_pairs(tables, normalization)}
+        for normalization in NORMALIZATIONS
+    }
     for context in [*CONTEXTS, IN_MINUS_CROSS]:
         for normalization in NORMALIZATIONS:
             per_step = {
-                strategy: _per_step(tables[strategy], context, normalization)
+                strategy: _per_step(pairs[normalization][strategy], same_task[strategy], context)
                 for strategy in STRATEGIES
             }
             for weighting in CHECKPOINT_WEIGHTINGS:
@@ -400,28 +376,21 @@ def compute_variant_scores(
     return scores
 
 
-def _per_step(tables: list[dict[str, Any]], context: str, normalization: str) -> np.ndarray:
-    """The mean normalised pair score at each checkpoint (NaN where the context has no pair)."""
-    values = []
-    for t in tables:
-        pair_scores, valid = normalize_pair_scores(
-            t["dots"],
-            t["probe_sqnorms"],
-            t["eval_sqnorms"],
-            t["probe_tokens"],
-            t["eval_tokens"],
-            normalization,
-        )
+def _per_step(matrices: Sequence[PairMatrix], same_task: np.ndarray, context: str) -> np.ndarray:
+    """The mean pair score at each checkpoint over the context's pairs (NaN where it has none)."""
 
-        def mean_over(select, t=t, pair_scores=pair_scores, valid=valid) -> float:
-            used = select(t["same_task"]) & valid[None, :]
-            return float(pair_scores[used].mean()) if used.any() else float("nan")
+    def mean_over(matrix: PairMatrix, context: str) -> float:
+        used = matrix.used & CONTEXTS[context](same_task)
+        return float(matrix.relinf[used].mean()) if used.any() else float("nan")
 
-        if context == IN_MINUS_CROSS:
-            values.append(mean_over(CONTEXTS["in-task"]) - mean_over(CONTEXTS["cross-task"]))
-        else:
-            values.append(mean_over(CONTEXTS[context]))
-    return np.array(values)
+    return np.array(
+        [
+            mean_over(m, "in-task") - mean_over(m, "cross-task")
+            if context == IN_MINUS_CROSS
+            else mean_over(m, context)
+            for m in matrices
+        ]
+    )
 
 
 # -- agreement --------------------------------------------------------------------------------

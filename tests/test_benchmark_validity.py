@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import validity
 import validity_data
 
+from swiftstudy.scores import PairMatrix
+
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -67,22 +69,20 @@ def test_agreement_counts_ranks_and_signs_by_hand():
 
 
 def test_in_minus_cross_is_the_in_task_mean_minus_the_cross_task_mean():
-    # Two probes (tasks a, b) × three evals (a, a, b); unit norms, so relinf = cosine = dot.
-    table = {
-        "step": 10,
-        "dots": np.array([[0.6, 0.2, -0.3], [0.1, 0.5, 0.9]]),
-        "probe_sqnorms": np.ones(2),
-        "probe_tokens": np.array([3, 3]),
-        "eval_sqnorms": np.ones(3),
-        "eval_tokens": np.array([3, 3, 3]),
-        "same_task": np.array([[True, True, False], [False, False, True]]),
-    }
-    # In-task pairs 0.6, 0.2, 0.9: mean 17/30; cross-task −0.3, 0.1, 0.5: mean 0.1.
-    for normalization in ("relinf", "cosine"):
-        (value,) = validity._per_step([table], validity.IN_MINUS_CROSS, normalization)
-        assert value == pytest.approx(17 / 30 - 0.1, rel=1e-12)
-    (in_task,) = validity._per_step([table], "in-task", "relinf")
+    # Two probes (tasks a, b) × three evals (a, a, b); the pair (b, a) at column 1 is not used.
+    matrix = PairMatrix(
+        10,
+        np.array([[0.6, 0.2, -0.3], [0.1, 7.0, 0.9]]),
+        np.array([[True, True, True], [True, False, True]]),
+    )
+    same_task = np.array([[True, True, False], [False, False, True]])
+    # In-task pairs 0.6, 0.2, 0.9: mean 17/30; cross-task −0.3, 0.1 (7.0 unused): mean −0.1.
+    (value,) = validity._per_step([matrix], same_task, validity.IN_MINUS_CROSS)
+    assert value == pytest.approx(17 / 30 + 0.1, rel=1e-12)
+    (in_task,) = validity._per_step([matrix], same_task, "in-task")
     assert in_task == pytest.approx(17 / 30, rel=1e-12)
+    (everything,) = validity._per_step([matrix], same_task, "all")
+    assert everything == pytest.approx(1.5 / 5, rel=1e-12)
 
 
 def test_variants_rank_by_their_worst_set_up():
