@@ -41,6 +41,7 @@ from swiftstudy.constants import (
     CHECKPOINT_KIND_FULL,
     CHECKPOINT_PREFIX,
     CONFIG_YAML,
+    DTYPES,
     PRECONDITIONER_ADAM,
     WEIGHTING_LR,
 )
@@ -68,12 +69,6 @@ logger = logging.getLogger(__name__)
 #: Spec keys the callback fills itself when a spec leaves them out: the model is the one being
 #: trained, its checkpoints the Trainer's ``output_dir``.
 _FILLED_KEYS = {"model": "the model being trained", "checkpoints": "."}
-_DTYPE_NAMES = {
-    torch.float32: "float32",
-    torch.float64: "float64",
-    torch.bfloat16: "bfloat16",
-    torch.float16: "float16",
-}
 
 
 class SwiftStudyCallback(TrainerCallback):
@@ -233,7 +228,7 @@ class _LiveStudy:
             callback.spec,
             model=callback.spec.model if callback._model_named else _model_name(model),
             checkpoints=output_dir,
-            dtype=_DTYPE_NAMES.get(first.dtype, callback.spec.dtype),
+            dtype=_dtype_name(first.dtype, callback.spec.dtype),
             device=str(first.device),
         )
         # Tokenized again at each step, with the study's code; here to fail before training.
@@ -425,3 +420,9 @@ def _learning_rates(state, steps: list[int]) -> list[float | None]:
         return [None] * len(steps)
     rates = compute_interval_learning_rates(steps, [s for s, _ in logged], [r for _, r in logged])
     return [float(r) for r in rates]
+
+
+def _dtype_name(dtype: torch.dtype, default: str) -> str:
+    """The spec's name of a torch dtype (``torch.float64`` → ``float64``), else ``default``."""
+    name = str(dtype).removeprefix("torch.")
+    return name if name in DTYPES else default

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from swiftstudy.config import torch_dtype
 from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import (
     CHECKPOINT_KIND_FULL,
@@ -65,12 +66,6 @@ from swiftstudy.study.tables import compute_norm_rows, compute_tables
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 _MB = 1 << 20
 
 #: Makes the gradient cache of one set of gradient settings (on disk, or a session's memory).
@@ -115,11 +110,13 @@ def load_study_model(
     Raises:
         InputError: The model cannot be loaded, or a checkpoint does not fit it.
     """
-    model, tokenizer = load_base_model(name, dtype=DTYPES[dtype], device=device, options=options)
+    model, tokenizer = load_base_model(
+        name, dtype=torch_dtype(dtype), device=device, options=options
+    )
     # A run that added chat tokens saved its own tokenizer: tokenize as the run did.
     tokenizer = load_checkpoint_tokenizer([c.path for c in checkpoints]) or tokenizer
     fingerprint = fingerprint_model(model)  # before ModelStates puts adapters into it
-    states = ModelStates(model, full_params=params, dtype=DTYPES[dtype], device=device)
+    states = ModelStates(model, full_params=params, dtype=torch_dtype(dtype), device=device)
     for ckpt in checkpoints:
         states.check(ckpt)
     return StudyModel(name, states, tokenizer, fingerprint, dtype, device)
@@ -187,7 +184,7 @@ def compute_set_grams(
     sequences, sequence_of = unique_sequences(tokenized)
     rows, rows_of, kept = layout_gram_rows(spec, sequence_of, len(sequences))
     settings = _gradient_settings(spec, model, checkpoints[0].kind)
-    dtype = DTYPES[spec.dtype]
+    dtype = torch_dtype(spec.dtype)
     job = GramJob(
         states=model.states,
         sequences=sequences,
