@@ -222,11 +222,23 @@ def test_evaluators_and_their_options(tmp_path: Path):
         ),
         (
             HEAD + "train: {revision: v1}\nruns: [{name: a, data: d}]\n",
-            ":3: train.revision: not in a validate spec: its answers are generated from model",
+            ":3: train.revision: set it at the top level, beside model: every run trains",
         ),
         (
             HEAD + "runs: [{name: a, data: d, attn_implementation: sdpa}]\n",
-            ":3: runs[0].attn_implementation: not in a validate spec",
+            ":3: runs[0].attn_implementation: set it at the top level, beside model",
+        ),
+        (
+            "model: smollm2\neval: {path: e.jsonl}\nrevision: v1\nruns: [{name: a, data: d}]\n",
+            ":3: revision: applies to a Hugging Face Hub id, not to the bundled model",
+        ),
+        (
+            HEAD + "trust_remote_code: maybe\nruns: [{name: a, data: d}]\n",
+            ":3: trust_remote_code: expected true or false, got 'maybe'",
+        ),
+        (
+            HEAD + "attn_implementation: [sdpa]\nruns: [{name: a, data: d}]\n",
+            ":3: attn_implementation: expected a string",
         ),
     ],
 )
@@ -262,3 +274,43 @@ def test_quick_profile_shortens_runs_eval_and_answers(tmp_path: Path):
 def test_the_spec_round_trips_as_json(tmp_path: Path):
     spec = load_validate_spec(_write(tmp_path))
     json.dumps(spec.to_dict())  # plain data: config.yaml records it
+
+
+def test_model_loading_keys_reach_every_run_and_are_recorded(tmp_path: Path):
+    spec = load_validate_spec(
+        _write(
+            tmp_path,
+            "model: org/model\nrevision: v1\ntrust_remote_code: true\n"
+            "attn_implementation: sdpa\neval: {path: e.jsonl}\ntrain: {epochs: 1}\n"
+            "runs:\n  - {name: a, data: d.jsonl}\n  - {name: b, init_from: a, data: d.jsonl}\n",
+        )
+    )
+    assert (spec.revision, spec.trust_remote_code, spec.attn_implementation) == (
+        "v1",
+        True,
+        "sdpa",
+    )
+    for run in spec.runs:  # each run's train spec loads the base model as answers do
+        assert (run.train.revision, run.train.trust_remote_code) == ("v1", True)
+        assert run.train.attn_implementation == "sdpa"
+    saved = spec.to_dict()
+    assert (saved["revision"], saved["trust_remote_code"]) == ("v1", True)
+    assert saved["attn_implementation"] == "sdpa"
+    assert saved["runs"][1]["train"]["revision"] == "v1"
+
+
+def test_model_loading_keys_left_out_change_no_saved_config(tmp_path: Path):
+    spec = load_validate_spec(_write(tmp_path))
+    saved = spec.to_dict()
+    for key in ("revision", "trust_remote_code", "attn_implementation"):
+        assert key not in saved
+        assert key not in saved["runs"][0]["train"]
+
+
+def test_a_model_loading_key_set_by_an_override(tmp_path: Path):
+    path = _write(tmp_path, "model: org/model\neval: {path: e.jsonl}\nruns: [{name: a, data: d}]\n")
+    spec = load_validate_spec(path, ["attn_implementation=eager"])
+    assert (spec.attn_implementation, spec.runs[0].train.attn_implementation) == ("eager", "eager")
+    message = _error(tmp_path, path.read_text(), ["trust_remote_code=perhaps"])
+    assert "trust_remote_code: expected true or false" in message
+    assert "(set by a command-line override)" in message

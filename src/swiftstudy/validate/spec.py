@@ -4,12 +4,14 @@
 where the value is written (``runs[2].lr``, ``train.lr``). Each run is a
 ``swiftstudy train`` spec: the ``train:`` defaults, then the run's own keys (a run's ``epochs`` or
 ``max_steps`` replaces both of the defaults'; mappings such as ``lora`` merge key by key), with the
-top-level ``model``. ``init_from:`` may name another run, which then trains first and hands over
-its final checkpoint. A run with ``checkpoint:`` instead of ``data:`` is evaluated as it is.
+top-level ``model`` and its loading keys (``revision``, ``trust_remote_code``,
+``attn_implementation``: every run trains, and answers with, the one base model they load).
+``init_from:`` may name another run, which then trains first and hands over its final
+checkpoint. A run with ``checkpoint:`` instead of ``data:`` is evaluated as it is.
 
 Example::
 
-    model: smollm2
+    model: smollm2                                 # with revision, trust_remote_code, ... if any
     eval: {path: eval.jsonl, evaluator: numeric}   # golden answers in `response`
     train: {epochs: 1, lr: 1.0e-4, batch_size: 8}  # defaults for every run: any train key
     runs:
@@ -28,7 +30,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from swiftstudy.config.fields import Check, among, device, dtype, option
+from swiftstudy.config.fields import (
+    Check,
+    among,
+    attn_implementation,
+    device,
+    dtype,
+    option,
+    revision,
+    trust_remote_code,
+)
 from swiftstudy.config.reader import SpecValidator, describe_value
 from swiftstudy.config.spec import Spec, from_dict, key_names, load_spec, nested, read_spec
 from swiftstudy.config.yamlio import KeyPath
@@ -50,9 +61,9 @@ from swiftstudy.validate.evaluator_spec import EvaluatorSpec, read_evaluator
 
 #: Every name of the duration keys: a run's own one replaces all of the defaults'.
 _DURATION_KEYS = key_names(TrainSpec, "epochs", "max_steps")
-#: ``from_pretrained``'s keys: answers are generated from ``model`` as the Hub's main revision
-#: gives it, so a run may not load other weights or code.
-_LOAD_KEYS = key_names(TrainSpec, "revision", "trust_remote_code", "attn_implementation")
+#: ``from_pretrained``'s keys: set beside ``model`` (the base model every run trains and answers
+#: with, loaded once), so a run may not load other weights or code.
+_LOAD_KEYS = ("revision", "trust_remote_code", "attn_implementation")
 _BASE_RUN = "base"
 
 
@@ -134,6 +145,10 @@ class ValidateSpec(Spec):
     }
 
     model: str = option(doc="The base model every run fine-tunes.", check=SpecValidator.model)
+    # Before runs: each run's train spec takes them from here.
+    revision: str | None = revision()
+    trust_remote_code: bool = trust_remote_code()
+    attn_implementation: str | None = attn_implementation()
     eval: EvalSpec = option(
         doc="The eval set and its evaluator.",
         check=nested(EvalSpec, "a mapping {path, evaluator, ...}"),
@@ -285,7 +300,7 @@ def _run(
     base = dict(defaults)
     if any(k in own for k in _DURATION_KEYS):
         base = {k: v for k, v in base.items() if k not in _DURATION_KEYS}
-    merged = {**_deep_merge(base, own), "model": reader.lookup("model")}
+    merged = {**_deep_merge(base, own), **_model_keys(reader)}
     init_run = None
     init = merged.get("init_from")
     if isinstance(init, str) and init in names:
@@ -296,8 +311,8 @@ def _run(
         del merged["init_from"]
 
     def where(path: KeyPath) -> KeyPath:
-        """Where a key of the merged train spec is written: the run, ``train:`` or ``model``."""
-        if path[:1] == ("model",):
+        """Where a key of the merged train spec is written: the run, ``train:`` or the top."""
+        if path[:1] in (("model",), *((key,) for key in _LOAD_KEYS)):
             return path
         if not _holds(own, path) and _holds(base, path):
             return ("train", *path)
@@ -308,11 +323,19 @@ def _run(
     return RunSpec(name, train=train, init_run=init_run)
 
 
+def _model_keys(reader: SpecValidator) -> dict[str, Any]:
+    """``model`` and the loading keys set beside it (those left at their defaults stay out, so
+    a run's train spec, and its key, are as without them)."""
+    given = {key: reader.lookup(key) for key in _LOAD_KEYS if reader.lookup(key)}
+    return {"model": reader.lookup("model"), **given}
+
+
 def _refuse_load_keys(reader: SpecValidator, keys: dict[Any, Any], key_path: KeyPath) -> None:
-    for key in _LOAD_KEYS:
+    for key in key_names(TrainSpec, *_LOAD_KEYS):
         if key in keys:
             raise reader.error(
-                "not in a validate spec: its answers are generated from model as it is",
+                "set it at the top level, beside model: every run trains, and answers with, "
+                "the one base model",
                 (*key_path, key),
             )
 
