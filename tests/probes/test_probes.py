@@ -15,7 +15,7 @@ from swiftstudy import build_probes
 from swiftstudy.cli.main import main
 from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
-from swiftstudy.generate import FunctionGenerator
+from swiftstudy.generate import FunctionGenerator, HFGenerator, HFSettings
 from swiftstudy.study import run_study
 from test_generate_openai import SECRET, StubServer, completion
 
@@ -340,3 +340,24 @@ def test_references_from_a_saved_dataset_split(tmp_path):
     assert [e.id for e in load_examples(tmp_path / "o.jsonl")] == ["add", "cls"]
     config = yaml.safe_load(result.config_path.read_text())
     assert config["input"]["split"] == "train" and config["input"]["sha256"] is None
+
+
+def test_config_records_the_device_a_local_model_answered_on(tmp_path, refs):
+    tokenizer = build_tiny_tokenizer()
+    build_tiny_llama(len(tokenizer), seed=0).save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    settings = HFSettings(model=str(tmp_path / "tiny"), max_new_tokens=3, device="auto")
+
+    first = build_probes(
+        "cot", refs, tmp_path / "a.jsonl", generator=HFGenerator(settings), cache_dir=tmp_path / "c"
+    )
+    generator = yaml.safe_load(first.config_path.read_text())["generator"]
+    assert generator["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert generator["model"] == str(tmp_path / "tiny")
+
+    # Every answer from the cache: no model loads, so no device is claimed.
+    again = build_probes(
+        "cot", refs, tmp_path / "b.jsonl", generator=HFGenerator(settings), cache_dir=tmp_path / "c"
+    )
+    assert again.n_generated == 0
+    assert "device" not in yaml.safe_load(again.config_path.read_text())["generator"]

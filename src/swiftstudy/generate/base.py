@@ -43,8 +43,20 @@ class Generator(ABC):
             GenerationError: A prompt could not be answered.
         """
 
-    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+    @property
+    def device(self) -> str | None:
+        """The device a local model answers on, once loaded (``cuda:0``, ``cpu``); ``None``
+        before, and for a remote one."""
+        return None
+
+    def generate(
+        self, prompts: Sequence[Prompt], on_answer: Callable[[], object] | None = None
+    ) -> list[str]:
         """Answer every prompt; the answers are in the order of ``prompts``.
+
+        Args:
+            prompts: The prompts.
+            on_answer: Called as each answer arrives (a progress bar's ``update``).
 
         Raises:
             GenerationError: A prompt could not be answered.
@@ -52,6 +64,8 @@ class Generator(ABC):
         answers: list[str | None] = [None] * len(prompts)
         for index, text in self.iter_generate(prompts):
             answers[index] = text
+            if on_answer is not None:
+                on_answer()
         missing = [i for i, text in enumerate(answers) if text is None]
         if missing:
             raise GenerationError(f"no answer for prompts {missing[:10]}")

@@ -96,6 +96,10 @@ class CachedGenerator(Generator):
     def settings(self) -> dict[str, Any]:
         return self.generator.settings
 
+    @property
+    def device(self) -> str | None:
+        return self.generator.device
+
     def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
         settings = self.settings
         keys = [self.cache.key(settings, prompt) for prompt in prompts]

@@ -59,6 +59,10 @@ class HFGenerator(Generator):
             "max_new_tokens": self.config.max_new_tokens,
         }
 
+    @property
+    def device(self) -> str | None:
+        return None if self._model is None else str(self._model.device)
+
     def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
         if not prompts:
             return

@@ -166,7 +166,9 @@ def build_probes(
         pairs = zip(refs, contexts, strict=True)
         prompts = [render_generation_prompt(strategy, ref, context) for ref, context in pairs]
         answers = _generate(generator, cache, prompts, progress)
-        generated_by = generator.settings
+        # What the answers depend on, and the device a local model answered on (when one loaded).
+        device = {} if generator.device is None else {"device": generator.device}
+        generated_by = {**generator.settings, **device}
     probes, failures = _render_all(strategy, refs, contexts, answers.texts)
     result = ProbesResult(
         strategy=strategy,
@@ -241,12 +243,8 @@ def _generate(
     """Answer each distinct prompt once (from the cache when there), in the prompts' order."""
     distinct = list(dict.fromkeys(prompts))
     asked = generator if cache is None else CachedGenerator(generator, cache)
-    texts: dict[tuple[Message, ...], str] = {}
-    bar = tqdm(total=len(distinct), desc="generating", unit="answer", disable=not progress)
-    with bar:
-        for index, text in asked.iter_generate(distinct):
-            texts[distinct[index]] = text
-            bar.update()
+    with tqdm(total=len(distinct), desc="generating", unit="answer", disable=not progress) as bar:
+        texts = dict(zip(distinct, asked.generate(distinct, on_answer=bar.update), strict=True))
     if isinstance(asked, CachedGenerator):
         return _Answers([texts[p] for p in prompts], asked.hits, asked.misses)
     return _Answers([texts[p] for p in prompts], 0, len(distinct))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from swiftstudy.constants import (
@@ -45,7 +46,7 @@ from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import sha256_hex, write_text_atomic
 from swiftstudy.generate import CachedGenerator, GenerationCache
-from swiftstudy.model import Checkpoint, discover_checkpoints, hash_checkpoint
+from swiftstudy.model import Checkpoint, discover_checkpoints, hash_checkpoint, resolve_device
 from swiftstudy.rundir import check_folder, hash_input, hash_inputs, save_run_config
 from swiftstudy.train import run_training
 from swiftstudy.train.outputs import is_finished
@@ -63,7 +64,6 @@ from swiftstudy.validate.generation import (
     CheckpointGenerator,
     DecodingStats,
     GenerationSettings,
-    resolve_device,
 )
 from swiftstudy.validate.grading import EvalQuery, Grade, load_eval_queries
 from swiftstudy.validate.likelihood import VALIDATE_NLL_DIR, NllCache, QueryNll, score_checkpoint
@@ -236,7 +236,14 @@ def run_validation(
     )
     timings = {key: round(value, 1) for key, value in timings.items()}
     _write_outputs(
-        result, inputs, grades, quick=quick, loss_only=loss_only, timings=timings, command=command
+        result,
+        inputs,
+        grades,
+        quick=quick,
+        loss_only=loss_only,
+        device=states.settings.device,
+        timings=timings,
+        command=command,
     )
     logger.info("validation results in %s (%.0f s)", out_dir, time.monotonic() - started)
     return result
@@ -381,8 +388,17 @@ def _generation_settings(spec: ValidateSpec) -> GenerationSettings:
         max_new_tokens=spec.eval.max_new_tokens,
         batch_size=spec.eval.batch_size,
         dtype=spec.dtype,
-        device=resolve_device(spec.device),
+        device=_answer_device(spec.device),
     )
+
+
+def _answer_device(name: str) -> str:
+    """The device answers and NLLs are computed on, as recorded: ``device: auto`` resolved, and
+    ``cuda`` as the GPU the model lands on (``cuda:0``)."""
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
 
 
 def _score(
@@ -425,14 +441,11 @@ def _answer(
     for outcome in outcomes:
         decoder = CheckpointGenerator(states, outcome.checkpoint, outcome.fingerprint)
         generator = CachedGenerator(decoder, cache)
-        texts: list[str] = [""] * len(prompts)
         bar = tqdm(
             total=len(prompts), desc=f"answers: {outcome.name}", disable=not progress, leave=False
         )
         with bar:
-            for index, text in generator.iter_generate(prompts):
-                texts[index] = text
-                bar.update()
+            answers[outcome.name] = generator.generate(prompts, on_answer=bar.update)
         decoding[outcome.name] = decoder.stats
         logger.info(
             "run %r: %d answers generated (%d tokens in %.1f s, %.1f tokens/s), %d from the cache",
@@ -443,7 +456,6 @@ def _answer(
             decoder.stats.tokens_per_second,
             generator.hits,
         )
-        answers[outcome.name] = texts
     return answers
 
 
@@ -469,9 +481,12 @@ def _write_outputs(
     *,
     quick: bool,
     loss_only: bool,
+    device: str,
     timings: dict[str, float],
     command: str | None,
 ) -> None:
+    """The result files and ``config.yaml``: the spec (``device: auto`` as written), the device
+    it resolved to, the runs, the timings."""
     spec, out_dir = inputs.spec, result.out_dir
     if grades is not None:
         write_text_atomic(out_dir / PREDICTIONS_JSONL, render_predictions_jsonl(result.predictions))
@@ -500,6 +515,7 @@ def _write_outputs(
     )
     config = {
         "spec": spec.to_dict(),
+        "device": device,
         "quick": quick,
         "loss_only": loss_only,
         "eval_sha256": input_hashes[str(spec.eval.path)],
