@@ -135,7 +135,9 @@ class QuickSpec(Spec):
     max_new_tokens: int = option(QUICK_MAX_NEW_TOKENS, "The most tokens of an answer.", min=1)
 
 
-@dataclass(frozen=True)
+# Keyword-only: the fields are read in their order, and the loading keys come before the runs
+# that take them, so a field with a default may precede one without.
+@dataclass(frozen=True, kw_only=True)
 class ValidateSpec(Spec):
     """A validated validate spec (``spec_path``: its file; not compared or saved)."""
 
@@ -145,7 +147,7 @@ class ValidateSpec(Spec):
     }
 
     model: str = option(doc="The base model every run fine-tunes.", check=SpecValidator.model)
-    # Before runs: each run's train spec takes them from here.
+    # Before runs, which read them: each run's train spec takes them from here.
     revision: str | None = revision()
     trust_remote_code: bool = trust_remote_code()
     attn_implementation: str | None = attn_implementation()
@@ -326,7 +328,7 @@ def _run(
 def _model_keys(reader: SpecValidator) -> dict[str, Any]:
     """``model`` and the loading keys set beside it (those left at their defaults stay out, so
     a run's train spec, and its key, are as without them)."""
-    given = {key: reader.lookup(key) for key in _LOAD_KEYS if reader.lookup(key)}
+    given = {key: reader.lookup(key, None) for key in _LOAD_KEYS if reader.lookup(key, None)}
     return {"model": reader.lookup("model"), **given}
 
 
