@@ -230,11 +230,11 @@ def test_evaluators_and_their_options(tmp_path: Path):
         ),
         (
             "model: smollm2\neval: {path: e.jsonl}\nrevision: v1\nruns: [{name: a, data: d}]\n",
-            ":3: revision: applies to a Hugging Face Hub id, not to the bundled model",
+            ":3: revision: applies to a Hub id, not to the bundled model",
         ),
         (
             HEAD + "trust_remote_code: maybe\nruns: [{name: a, data: d}]\n",
-            ":3: trust_remote_code: expected true or false, got 'maybe'",
+            ":3: trust_remote_code: expected true or false, got a string ('maybe')",
         ),
         (
             HEAD + "attn_implementation: [sdpa]\nruns: [{name: a, data: d}]\n",
