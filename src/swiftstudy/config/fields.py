@@ -174,57 +174,61 @@ _SOURCES = {
     "folder": "a local folder",
     "hub": "a Hub id",
 }
+#: The models each ``from_pretrained`` key applies to (``model.load_base_model`` checks it too,
+#: for a model left at its default).
+APPLIES_TO = {
+    "revision": ("hub",),
+    "trust_remote_code": ("hub", "folder"),
+    "attn_implementation": tuple(_SOURCES),
+}
 
 
-_ANY_MODEL = tuple(_SOURCES)
+def source_names(*sources: str) -> str:
+    """What models of ``sources`` are called in an error: ``a Hub id or a local folder``."""
+    return " or ".join(_SOURCES[s].split(" (")[0] for s in sources)
 
 
 def revision() -> Any:
     """``revision:``: the Hub revision of the model."""
-    return option(
-        None,
-        "The Hub revision of model: a branch, tag or commit (Hub ids only).",
-        check=_applies_to(("hub",), SpecValidator.string, nullable=True),
-        omit_default=True,
+    return _from_pretrained_key(
+        "revision", "The Hub revision of model: a branch, tag or commit (Hub ids only)."
     )
 
 
 def trust_remote_code() -> Any:
     """``trust_remote_code:``: run the model's own code from the Hub or its folder."""
-    return option(
-        False,
+    return _from_pretrained_key(
+        "trust_remote_code",
         "Run the model's own modelling code (Hub ids and local folders).",
-        check=_applies_to(("hub", "folder"), SpecValidator.boolean),
-        omit_default=True,
+        SpecValidator.boolean,
     )
 
 
 def attn_implementation() -> Any:
     """``attn_implementation:``: the attention kernel transformers builds the model with."""
-    return option(
-        None,
-        "eager, sdpa, flash_attention_2, ...; null: transformers' choice.",
-        check=_applies_to(_ANY_MODEL, SpecValidator.string, nullable=True),
-        omit_default=True,
+    return _from_pretrained_key(
+        "attn_implementation", "eager, sdpa, flash_attention_2, ...; null: transformers' choice."
     )
 
 
-def _applies_to(sources: Sequence[str], rule: Callable, *, nullable: bool = False) -> Check:
-    """A ``from_pretrained`` key: ``rule``'s value (or null, when ``nullable``), refused where the
-    spec's model is none of ``sources`` (a model left at its default is checked on loading)."""
+def _from_pretrained_key(key: str, doc: str, rule: Callable = SpecValidator.string) -> Any:
+    """A ``from_pretrained`` key's option, left out of the resolved config at its default: a
+    ``boolean`` (default false) or a ``string`` (default null); refused where the spec's model is
+    none of ``APPLIES_TO[key]`` (a model left at its default is checked on loading)."""
+    boolean = rule is SpecValidator.boolean
 
     def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:
-        if value is None and nullable:
+        if value is None and not boolean:
             return None
         checked = rule(reader, value, key_path)
         model = reader.lookup("model", None)
         source = None if model is None else model_source(model)
-        if checked is not False and source is not None and source not in sources:
-            allowed = " or ".join(_SOURCES[s].split(" (")[0] for s in sources)
+        if checked is not False and source is not None and source not in APPLIES_TO[key]:
+            allowed = source_names(*APPLIES_TO[key])
             raise reader.error(
                 f"applies to {allowed}, not to {_SOURCES[source]}: {model}", key_path
             )
         return checked
 
-    parse = _parse_bool if rule is SpecValidator.boolean else str
-    return Check(run, parse=parse)
+    check = Check(run, parse=_parse_bool if boolean else str)
+    return option(False if boolean else None, doc, check=check, omit_default=True)

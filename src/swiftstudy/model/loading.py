@@ -37,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from swiftstudy.config.fields import APPLIES_TO, source_names
 from swiftstudy.config.reader import looks_like_path, model_source
 from swiftstudy.constants import (
     APP_NAME,
@@ -70,18 +71,6 @@ _TOKENIZER_FILES = (
 )
 #: SHA-256 of GGUF files already hashed in this process, keyed by (path, size, mtime).
 _gguf_digests: dict[tuple[str, int, int], str] = {}
-#: The models each ``LoadOptions`` key applies to (``config.reader.model_source``'s names).
-_APPLIES_TO = {
-    "revision": ("hub",),
-    "trust_remote_code": ("hub", "folder"),
-    "attn_implementation": ("hub", "folder", "gguf", "bundled"),
-}
-_SOURCE_NAMES = {
-    "bundled": "the bundled model",
-    "gguf": "a GGUF file",
-    "folder": "a local folder",
-    "hub": "a Hub id",
-}
 
 
 @dataclass(frozen=True)
@@ -276,10 +265,10 @@ def _check_options(name: str, options: LoadOptions) -> None:
     """Refuse an option that cannot apply to the model ``name`` names, by its key."""
     source = model_source(name)
     for key in options.given():
-        if source not in _APPLIES_TO[key]:
-            allowed = " or ".join(_SOURCE_NAMES[s] for s in _APPLIES_TO[key])
+        if source not in APPLIES_TO[key]:
+            allowed = source_names(*APPLIES_TO[key])
             raise InputError(
-                f"applies to {allowed}, not to {_SOURCE_NAMES[source]} ({name})", key=key
+                f"applies to {allowed}, not to {source_names(source)} ({name})", key=key
             )
 
 
