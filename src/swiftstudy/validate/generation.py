@@ -22,11 +22,7 @@ from typing import Any
 import torch
 
 from swiftstudy.generate import Generator, HFGenerator, HFSettings, Prompt
-from swiftstudy.generate.greedy import (
-    DecodingStats,
-    generate_greedy,
-    supports_continuous_batching,
-)
+from swiftstudy.generate.greedy import DecodingStats, generate_greedy, supports_continuous_batching
 from swiftstudy.model import Checkpoint, ModelStates, load_base_model
 from swiftstudy.model.merging import merged_lora
 
@@ -34,29 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
-    """How answers are decoded.
+class GenerationSettings(HFSettings):
+    """How answers are decoded: the hf generator's settings (``model``, ``max_new_tokens``,
+    ``batch_size``, ``dtype``), on ``device`` ``cpu``, ``cuda`` or ``cuda:N`` (already resolved
+    from ``auto``)."""
 
-    Attributes:
-        model: The base model's name (alias, folder, hub id or ``.gguf``).
-        max_new_tokens: The most tokens of an answer.
-        batch_size: Prompts decoded together.
-        dtype: ``float32`` | ``float64`` | ``bfloat16`` | ``float16``.
-        device: ``cpu``, ``cuda`` or ``cuda:N`` (already resolved from ``auto``).
-    """
-
-    model: str
-    max_new_tokens: int
-    batch_size: int
-    dtype: str = "float32"
     device: str = "cpu"
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` becomes ``cuda`` when a GPU is available, else ``cpu``; others stay."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class BaseModelStates:
@@ -156,18 +135,7 @@ class CheckpointGenerator(Generator):
         self, model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Prompt]
     ) -> Iterator[tuple[int, str]]:
         """``model.generate`` a batch at a time, for caches rows cannot join or leave."""
-        config = self.states.settings
-        generator = HFGenerator(
-            HFSettings(
-                model=config.model,
-                max_new_tokens=config.max_new_tokens,
-                batch_size=config.batch_size,
-                dtype=config.dtype,
-                device=config.device,
-            ),
-            model=model,
-            tokenizer=tokenizer,
-        )
+        generator = HFGenerator(self.states.settings, model=model, tokenizer=tokenizer)
         started = time.perf_counter()
         for index, text in generator.iter_generate(prompts):
             self.stats.seconds += time.perf_counter() - started
