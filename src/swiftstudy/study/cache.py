@@ -70,6 +70,8 @@ _DOTS_DIR = "dots"
 
 #: An example as the engine takes it: ``(input_ids, completion_mask)``.
 TokenSequence = tuple[Sequence[int], Sequence[int]]
+#: Gradient rows (or their dot products), each with its example.
+SequenceRows = Sequence[tuple[TokenSequence, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ class GradientCache:
             os.utime(path)  # its time is its last use: prune_gradient_cache keeps it longest
         return row, metadata
 
-    def save(self, checkpoint: str, rows: Sequence[tuple[TokenSequence, torch.Tensor]]) -> None:
+    def save(self, checkpoint: str, rows: SequenceRows) -> None:
         """Store rows not stored yet (or found damaged), never failing the study.
 
         All rows are written to temporary files first, then renamed: a kill leaves a batch half
@@ -258,13 +260,7 @@ class GradientCache:
             ]
         )
 
-    def save_dots(
-        self,
-        checkpoint: str,
-        evals: str,
-        rows: Sequence[tuple[TokenSequence, torch.Tensor]],
-        dim: int,
-    ) -> None:
+    def save_dots(self, checkpoint: str, evals: str, rows: SequenceRows, dim: int) -> None:
         """Store rows' dot products with the kept rows ``evals``, and the rows' dimension ``dim``
         (see :meth:`load_dots`)."""
         self._save(

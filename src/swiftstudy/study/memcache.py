@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
 
 import torch
 
-from swiftstudy.study.cache import GradientSettings, TokenSequence, example_digest
+from swiftstudy.study.cache import GradientSettings, SequenceRows, TokenSequence, example_digest
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class MemoryGradientCache:
         squared norm), and the row's dimension; or None."""
         return self.store.dots.get((self._digest, checkpoint, evals, example_digest(sequence)))
 
-    def save(self, checkpoint: str, rows: Sequence[tuple[TokenSequence, torch.Tensor]]) -> None:
+    def save(self, checkpoint: str, rows: SequenceRows) -> None:
         """Keep rows not kept yet (as memory allows)."""
         for sequence, row in rows:
             size = self.store.put_row((self._digest, checkpoint, example_digest(sequence)), row)
@@ -107,13 +106,7 @@ class MemoryGradientCache:
                 self.written_rows += 1
                 self.written_bytes += size
 
-    def save_dots(
-        self,
-        checkpoint: str,
-        evals: str,
-        rows: Sequence[tuple[TokenSequence, torch.Tensor]],
-        dim: int,
-    ) -> None:
+    def save_dots(self, checkpoint: str, evals: str, rows: SequenceRows, dim: int) -> None:
         """Keep rows' dot products with the kept rows ``evals`` and the rows' dimension."""
         for sequence, dots in rows:
             key = (self._digest, checkpoint, evals, example_digest(sequence))
