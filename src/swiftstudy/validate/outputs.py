@@ -155,25 +155,9 @@ def _agreement_lines(agreement: Agreement) -> list[str]:
             cells.append(_yes_no(s.sign_agrees_nll))
             lines.append(_row(cells))
         lines.append("")
-    n = len(agreement.strategies)
-    if agreement.sign_agreements is not None:
-        lines.append(
-            _agreement_sentence(
-                "the accuracy gain",
-                n,
-                (agreement.spearman, agreement.spearman_interval),
-                (agreement.sign_agreements, agreement.sign_agreements_interval),
-            )
-        )
-    if agreement.sign_agreements_nll is not None:
-        lines.append(
-            _agreement_sentence(
-                "−ΔNLL",
-                n,
-                (agreement.spearman_nll, agreement.spearman_nll_interval),
-                (agreement.sign_agreements_nll, agreement.sign_agreements_nll_interval),
-            )
-        )
+    for against, measure in (("the accuracy gain", ""), ("−ΔNLL", "_nll")):
+        if getattr(agreement, f"sign_agreements{measure}") is not None:
+            lines.append(_agreement_sentence(against, agreement, measure))
     if agreement.unmatched:
         lines.append("")
     for match in agreement.unmatched:
@@ -181,24 +165,22 @@ def _agreement_lines(agreement: Agreement) -> list[str]:
     return lines
 
 
-Interval = tuple[float, float]
-
-
-def _agreement_sentence(
-    against: str,
-    n: int,
-    rho: tuple[float | None, Interval | None],
-    signs: tuple[int, Interval | None],
-) -> str:
-    """``Against <change> over n strategies: Spearman ρ = ... (95% CI ...); signs agree ...``."""
-    value, interval = rho
+def _agreement_sentence(against: str, agreement: Agreement, measure: str) -> str:
+    """``Against <change> over n strategies: Spearman ρ = ... (95% CI ...); signs agree ...``,
+    from the measure's fields of ``agreement``: ``spearman<measure>``,
+    ``sign_agreements<measure>`` and their ``_interval``s (``measure``: ``""`` or ``"_nll"``)."""
+    value, interval, agree, share = (
+        getattr(agreement, f"{name}{measure}{end}")
+        for name in ("spearman", "sign_agreements")
+        for end in ("", "_interval")
+    )
+    n = len(agreement.strategies)
     if value is None:
         rho_text = "n/a (needs 3 strategies with distinct values)"
     elif interval is None:
         rho_text = f"{value:+.2f} (no interval below 4 strategies)"
     else:
         rho_text = f"{value:+.2f} (95% CI {interval[0]:+.2f} to {interval[1]:+.2f})"
-    agree, share = signs
     signs_text = f"for {agree} of {n}"
     if share is not None:
         signs_text += f" (95% CI {100 * share[0]:.0f}–{100 * share[1]:.0f}%)"
