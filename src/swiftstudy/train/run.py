@@ -46,12 +46,7 @@ from swiftstudy.train.data import (
     TokenizedDataset,
     choose_micro_batch_size,
 )
-from swiftstudy.train.outputs import (
-    check_out_dir,
-    is_finished,
-    prepare_out_dir,
-    read_trainer_state,
-)
+from swiftstudy.train.outputs import check_out_dir, is_finished, prepare_out_dir, read_trainer_state
 from swiftstudy.train.spec import TrainSpec, load_train_spec
 from swiftstudy.train.trainer import (
     CompletionLossModel,

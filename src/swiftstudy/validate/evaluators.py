@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import logging
 import math
 import re
 import sys
@@ -46,8 +45,6 @@ from swiftstudy.constants import (
 from swiftstudy.errors import InputError
 from swiftstudy.validate.evaluator_spec import EvaluatorSpec, JudgeSpec
 from swiftstudy.validate.grading import EvalQuery, Evaluator, Grade
-
-logger = logging.getLogger(__name__)
 
 #: A number: optional minus sign, digits with optional thousands commas, optional decimals and
 #: exponent; not glued to a word or a decimal point before it ("x2", ".5" are not read as 2, 5).
