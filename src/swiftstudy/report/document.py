@@ -1,7 +1,8 @@
 """The report as a small document model, rendered to HTML and to Markdown alike.
 
-``content`` decides what the report says; ``html`` and ``markdown`` decide how it looks. Text
-fields may use Markdown's inline marks ``**bold**``, ``*emphasis*`` and ```code```.
+``content`` decides what the report says; ``html`` and ``markdown`` decide how it looks, each a
+:class:`Renderer` with one method a block type. Text fields may use Markdown's inline marks
+``**bold**``, ``*emphasis*`` and ```code```.
 """
 
 from __future__ import annotations
@@ -79,6 +80,28 @@ class Definitions:
 
 
 Block = Paragraph | Bullets | Notice | Table | FigureBlock | CodeBlock | Definitions
+
+
+class Renderer:
+    """An output format: a subclass gives each block type its method, as :meth:`block` names them.
+
+    A format that lacks one fails on its first block, whichever block that is.
+    """
+
+    def block(self, block: Block) -> str:
+        """The text of ``block`` in this format."""
+        methods = {
+            Paragraph: self.paragraph,
+            Bullets: self.bullets,
+            Notice: self.notice,
+            Table: self.table,
+            FigureBlock: self.figure,
+            CodeBlock: self.code,
+            Definitions: self.definitions,
+        }
+        if type(block) not in methods:
+            raise TypeError(f"unknown block {type(block).__name__}")
+        return methods[type(block)](block)
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
-from swiftstudy.report.document import (
-    Block,
-    Bullets,
-    Cell,
-    CodeBlock,
-    Definitions,
-    Document,
-    FigureBlock,
-    Notice,
-    Paragraph,
-    Section,
-    Table,
-)
+from swiftstudy.report.document import Block, Cell, Document, Renderer, Section
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _CODE = re.compile(r"`([^`]+)`")
@@ -125,7 +113,7 @@ def render_html(document: Document, base_dir: Path) -> str:
     nav = "".join(
         f'<a href="#{html.escape(s.id)}">{html.escape(s.title)}</a>' for s in document.sections
     )
-    body = "\n".join(_section(s, base_dir) for s in document.sections)
+    body = "\n".join(_HtmlRenderer(base_dir).section(s) for s in document.sections)
     return _PAGE.substitute(
         title=html.escape(document.title),
         name=html.escape(base_dir.name),
@@ -138,7 +126,7 @@ def render_html(document: Document, base_dir: Path) -> str:
 
 def render_fragment(blocks: Sequence[Block]) -> str:
     """The HTML of blocks without a page around them (figures need a folder: not here)."""
-    return "\n".join(_block(b, Path()) for b in blocks)
+    return "\n".join(_HtmlRenderer(Path()).block(b) for b in blocks)
 
 
 def inline(text: str) -> str:
@@ -154,66 +142,67 @@ def inline(text: str) -> str:
     return "".join(out)
 
 
-def _section(section: Section, base_dir: Path) -> str:
-    blocks = "\n".join(_block(b, base_dir) for b in section.blocks)
-    return (
-        f'<section id="{html.escape(section.id)}">\n<h2>{html.escape(section.title)}</h2>\n'
-        f"{blocks}\n</section>"
-    )
+class _HtmlRenderer(Renderer):
+    """The blocks as HTML; figures read from ``base_dir`` and embedded."""
 
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
 
-def _block(block, base_dir: Path) -> str:
-    if isinstance(block, Paragraph):
+    def section(self, section: Section) -> str:
+        blocks = "\n".join(self.block(b) for b in section.blocks)
+        return (
+            f'<section id="{html.escape(section.id)}">\n<h2>{html.escape(section.title)}</h2>\n'
+            f"{blocks}\n</section>"
+        )
+
+    def paragraph(self, block) -> str:
         return f"<p>{inline(block.text)}</p>"
-    if isinstance(block, Bullets):
+
+    def bullets(self, block) -> str:
         return "<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block.items) + "</ul>"
-    if isinstance(block, Notice):
+
+    def notice(self, block) -> str:
         items = "".join(f"<li>{inline(i)}</li>" for i in block.items)
         listed = f"<ul>{items}</ul>" if items else ""
         return f'<div class="notice {html.escape(block.tone)}">{inline(block.text)}{listed}</div>'
-    if isinstance(block, Table):
-        return _table(block)
-    if isinstance(block, FigureBlock):
-        return _figure(block, base_dir)
-    if isinstance(block, CodeBlock):
+
+    def code(self, block) -> str:
         language = f' class="language-{html.escape(block.language)}"' if block.language else ""
         return f"<pre><code{language}>{html.escape(block.text)}</code></pre>"
-    if isinstance(block, Definitions):
+
+    def definitions(self, block) -> str:
         items = "".join(f"<dt>{inline(t)}</dt><dd>{inline(d)}</dd>" for t, d in block.items)
         return f"<dl>{items}</dl>"
-    raise TypeError(f"unknown block {type(block).__name__}")
 
+    def table(self, table) -> str:
+        def klass(index: int) -> str:
+            return ' class="num"' if index in table.numeric else ""
 
-def _table(table: Table) -> str:
-    def klass(index: int) -> str:
-        return ' class="num"' if index in table.numeric else ""
+        head = "".join(f"<th{klass(i)}>{inline(c)}</th>" for i, c in enumerate(table.columns))
+        rows = "".join(
+            "<tr>" + "".join(f"<td{klass(i)}>{_cell(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+            for r in table.rows
+        )
+        ident = f' id="{html.escape(table.id)}"' if table.id else ""
+        return (
+            f'<div class="table-scroll"><table{ident}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>"
+        )
 
-    head = "".join(f"<th{klass(i)}>{inline(c)}</th>" for i, c in enumerate(table.columns))
-    rows = "".join(
-        "<tr>" + "".join(f"<td{klass(i)}>{_cell(c)}</td>" for i, c in enumerate(row)) + "</tr>"
-        for row in table.rows
-    )
-    ident = f' id="{html.escape(table.id)}"' if table.id else ""
-    return (
-        f'<div class="table-scroll"><table{ident}><thead><tr>{head}</tr></thead>'
-        f"<tbody>{rows}</tbody></table></div>"
-    )
+    def figure(self, figure) -> str:
+        data = base64.b64encode((self.base_dir / figure.png).read_bytes()).decode("ascii")
+        links = " ".join(
+            f'<a href="{html.escape(p.as_posix())}">{html.escape(p.suffix.lstrip(".").upper())}</a>'
+            for p in figure.others
+        )
+        also = f" ({links})" if links else ""
+        return (
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(figure.alt)}">'
+            f"<figcaption>{inline(figure.caption)}{also}</figcaption></figure>"
+        )
 
 
 def _cell(cell: Cell) -> str:
     if cell.tone is None:
         return inline(cell.text)
     return f'<span class="badge {html.escape(cell.tone)}">{inline(cell.text)}</span>'
-
-
-def _figure(figure: FigureBlock, base_dir: Path) -> str:
-    data = base64.b64encode((base_dir / figure.png).read_bytes()).decode("ascii")
-    links = " ".join(
-        f'<a href="{html.escape(p.as_posix())}">{html.escape(p.suffix.lstrip(".").upper())}</a>'
-        for p in figure.others
-    )
-    also = f" ({links})" if links else ""
-    return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(figure.alt)}">'
-        f"<figcaption>{inline(figure.caption)}{also}</figcaption></figure>"
-    )
