@@ -23,7 +23,7 @@ import io
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,32 +43,10 @@ from swiftstudy.constants import (
 from swiftstudy.errors import InputError
 from swiftstudy.scores import MetricPairs, PairMatrix, compute_pair_mask, normalize_pair_scores
 
-SCORES_COLUMNS = (
-    "metric",
-    "context",
-    "probes",
-    "evals",
-    "step",
-    "checkpoint",
-    "value",
-    "n_pairs",
-    "ci_low",
-    "ci_high",
-)
-RELINF_COLUMNS = (
-    "step",
-    "checkpoint",
-    "probe_set",
-    "probe_id",
-    "probe_task",
-    "eval_set",
-    "eval_id",
-    "eval_task",
-    "dot",
-    "eval_sqnorm",
-    "relinf",
-)
-NORMS_COLUMNS = ("step", "checkpoint", "set", "id", "task", "n_completion_tokens", "sqnorm")
+
+def column_names(row_type: type) -> tuple[str, ...]:
+    """A table's columns: the fields of its row dataclass, in order (its schema, written once)."""
+    return tuple(f.name for f in fields(row_type))
 
 
 def select_columns(columns: Sequence[str], *names: str) -> tuple[str, ...]:
@@ -81,21 +59,6 @@ def select_columns(columns: Sequence[str], *names: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"not a column of the table: {', '.join(unknown)}")
     return tuple(c for c in columns if c in names)
-
-
-#: What the readers here use of each table; older folders may lack the other columns.
-_SCORES_READ = select_columns(SCORES_COLUMNS, "metric", "step", "n_pairs")
-_RELINF_READ = select_columns(
-    RELINF_COLUMNS,
-    "step",
-    "probe_set",
-    "probe_id",
-    "eval_set",
-    "eval_id",
-    "dot",
-    "eval_sqnorm",
-    "relinf",
-)
 
 
 @dataclass(frozen=True)
@@ -146,6 +109,26 @@ class NormRow:
     task: str
     n_completion_tokens: int
     sqnorm: float
+
+
+#: Each table's columns, in the order they are written: its row's fields.
+SCORES_COLUMNS = column_names(ScoreRow)
+RELINF_COLUMNS = column_names(RelInfRow)
+NORMS_COLUMNS = column_names(NormRow)
+
+#: What the readers here use of each table; older folders may lack the other columns.
+_SCORES_READ = select_columns(SCORES_COLUMNS, "metric", "step", "n_pairs")
+_RELINF_READ = select_columns(
+    RELINF_COLUMNS,
+    "step",
+    "probe_set",
+    "probe_id",
+    "eval_set",
+    "eval_id",
+    "dot",
+    "eval_sqnorm",
+    "relinf",
+)
 
 
 def render_csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

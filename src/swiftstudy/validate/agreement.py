@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -131,25 +131,20 @@ class Agreement:
     sign_agreements_nll_interval: Interval | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The statistics in field order, intervals as lists, between the inputs and the runs."""
+        statistics = {
+            f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
+            for f in fields(self)
+            if f.name not in ("scores", "baseline", "strategies", "unmatched")
+        }
         return {
             "scores": str(self.scores),
             "baseline": self.baseline,
             "n": len(self.strategies),
-            "spearman": self.spearman,
-            "sign_agreements": self.sign_agreements,
-            "spearman_interval": _listed(self.spearman_interval),
-            "sign_agreements_interval": _listed(self.sign_agreements_interval),
-            "spearman_nll": self.spearman_nll,
-            "spearman_nll_interval": _listed(self.spearman_nll_interval),
-            "sign_agreements_nll": self.sign_agreements_nll,
-            "sign_agreements_nll_interval": _listed(self.sign_agreements_nll_interval),
+            **statistics,
             "strategies": [vars(s) for s in self.strategies],
             "unmatched": [{"run": m.run, "reason": m.reason} for m in self.unmatched],
         }
-
-
-def _listed(interval: Interval | None) -> list[float] | None:
-    return None if interval is None else list(interval)
 
 
 def load_swift_scores(path: Path) -> dict[str, SwiftScore]:

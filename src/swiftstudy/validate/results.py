@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from swiftstudy.report.results import column_names
 from swiftstudy.validate.grading import EvalQuery, Grade
 from swiftstudy.validate.likelihood import QueryNll
 from swiftstudy.validate.stats import (
@@ -26,23 +27,6 @@ from swiftstudy.validate.stats import (
     compute_paired_mean_interval,
     compute_wilson_interval,
     count_discordant,
-)
-
-#: The columns of ``accuracy.csv``; new ones are appended so that older readers keep working.
-ACCURACY_COLUMNS = (
-    "run",
-    "n",
-    "correct",
-    "accuracy",
-    "ci_low",
-    "ci_high",
-    "delta",
-    "p_value",
-    "nll",
-    "nll_per_token",
-    "delta_nll",
-    "delta_nll_low",
-    "delta_nll_high",
 )
 
 
@@ -82,6 +66,10 @@ class AccuracyRow:
     delta_nll_high: float | None = None
 
 
+#: The columns of ``accuracy.csv``; new fields are appended so that older readers keep working.
+ACCURACY_COLUMNS = column_names(AccuracyRow)
+
+
 @dataclass(frozen=True)
 class PredictionRow:
     """One line of ``predictions.jsonl``: a run's answer to a query and its grade."""
@@ -96,16 +84,7 @@ class PredictionRow:
     extracted: str | None
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "run": self.run,
-            "id": self.id,
-            "task": self.task,
-            "query": self.query,
-            "golden": self.golden,
-            "answer": self.answer,
-            "correct": self.correct,
-            "extracted": self.extracted,
-        }
+        return asdict(self)
 
 
 def compute_accuracy_rows(
