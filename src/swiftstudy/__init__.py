@@ -4,6 +4,7 @@ The public API, for notebooks and scripts (the ``swiftstudy`` command calls the 
 
     import swiftstudy
     result = swiftstudy.run_study("study.yaml", "results/cot")  # ends by writing its report
+    results = swiftstudy.run_studies({"results/cot": "cot.yaml", "results/eval": "eval.yaml"})
     swiftstudy.render_report("results/cot")  # re-render the report from the saved tables
     probes = swiftstudy.build_probes("cot", "refs.jsonl", "cot.jsonl")  # + generator=...
     validation = swiftstudy.run_validation("validate.yaml", "results/validation")
@@ -46,6 +47,7 @@ _SOURCES = {
     "load_validate_spec": "swiftstudy.validate",
     "render_report": "swiftstudy.report",
     "run_demo": "swiftstudy.demo",
+    "run_studies": "swiftstudy.study",
     "run_study": "swiftstudy.study",
     "run_training": "swiftstudy.train",
     "run_validation": "swiftstudy.validate",
@@ -73,6 +75,7 @@ __all__ = [
     "load_validate_spec",
     "render_report",
     "run_demo",
+    "run_studies",
     "run_study",
     "run_training",
     "run_validation",
@@ -84,7 +87,13 @@ if TYPE_CHECKING:
     from swiftstudy.errors import InputError
     from swiftstudy.probes import ProbeFailure, ProbesResult, build_probes
     from swiftstudy.report import ReportFiles, render_report
-    from swiftstudy.study import StudyResult, StudySpec, load_study_spec, run_study
+    from swiftstudy.study import (
+        StudyResult,
+        StudySpec,
+        load_study_spec,
+        run_studies,
+        run_study,
+    )
     from swiftstudy.study.callback import SwiftStudyCallback
     from swiftstudy.study.session import Session
     from swiftstudy.train import TrainResult, TrainSpec, load_train_spec, run_training

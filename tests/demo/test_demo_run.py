@@ -64,6 +64,15 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys):
         r"\| CoT → In-task non-CoT \| (helps more|no better|worse) than nocot \|", summary
     )
     assert "than nocot" in printed
+    for stage in ("base run", "gradients and tables (the three studies)", "eval report"):
+        assert re.search(rf"\| {re.escape(stage)} \| \d+ \|", summary), stage
+
+
+def test_summary_times_each_stage():
+    text = render_summary({}, Path("."), 90.0, {"base run": 61.2, "cot report": 3.4})
+    assert "Made in 1.5 minutes." in text
+    assert "| base run | 61 |" in text and "| cot report | 3 |" in text
+    assert "| stage |" not in render_summary({}, Path("."), 90.0)
 
 
 def test_summary_opens_each_study_with_its_verdicts_against_controls(tmp_path: Path):

@@ -2,7 +2,7 @@
 
 from swiftstudy.report.results import RelInfRow, ScoreRow
 from swiftstudy.study.grams import StudyWork
-from swiftstudy.study.run import StudyResult, run_study
+from swiftstudy.study.run import StudyResult, run_studies, run_study
 from swiftstudy.study.spec import (
     CheckpointRef,
     MetricSpec,
@@ -22,6 +22,7 @@ __all__ = [
     "StudySpec",
     "StudyWork",
     "load_study_spec",
+    "run_studies",
     "run_study",
     "spec_from_dict",
 ]

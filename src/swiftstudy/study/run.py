@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from swiftstudy.constants import (
     SCORES_CSV,
     TOKENS_JSONL,
 )
-from swiftstudy.data import load_examples
+from swiftstudy.data import Example, TokenizedExample, load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
 from swiftstudy.model import (
@@ -49,16 +49,20 @@ from swiftstudy.study.cache import (
     prune_gradient_cache,
 )
 from swiftstudy.study.compute import (
+    SetGrams,
     check_pairs,
     checkpoint_keys,
     compute_set_grams,
     load_study_model,
     resolve_config,
     token_records,
+    used_sets,
 )
 from swiftstudy.study.compute import learning_rates as compute_learning_rates
-from swiftstudy.study.distributed import start_processes
+from swiftstudy.study.distributed import Processes, start_processes
+from swiftstudy.study.grams import CheckpointKeys
 from swiftstudy.study.result import StudyResult
+from swiftstudy.study.rows import RowMaps
 from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study_spec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
 
@@ -104,47 +108,200 @@ def run_study(
         spec = load_study_spec(spec, overrides)
     elif overrides:
         raise ValueError("overrides apply to a spec file, not to a loaded StudySpec")
-    out_dir = Path(out_dir)
-    examples = {s.name: load_examples(s.path, **s.load_options()) for s in spec.sets}
-    check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
-    checkpoints = _discover(spec)
-    learning_rates = compute_learning_rates(spec, checkpoints)
-    claim_run_folder(
-        out_dir,
-        CONFIG_YAML,
-        {"spec": spec.to_dict()},
-        what="study",
-        overwrite=overwrite,
-        ignore=CACHE_KEYS + REPORT_KEYS,  # they move the cache or restyle the report
+    results = run_studies(
+        {out_dir: spec}, overwrite=overwrite, cache=cache, progress=progress, command=command
     )
-    cache_root = _cache_root(spec) if cache else None
-    keys = checkpoint_keys(spec, checkpoints)
+    return next(iter(results.values()))
 
-    with start_processes(resolve_device(spec.device)) as procs:
+
+def run_studies(
+    studies: Mapping[str | Path, StudySpec | str | Path],
+    *,
+    overwrite: bool = False,
+    cache: bool = True,
+    report: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str | Path, StudyResult]:
+    """Run several studies of one run in one pass: each example's gradient is computed once per
+    checkpoint, however many of the studies use it.
+
+    The studies must agree on everything that makes a gradient (model, checkpoints, dtype,
+    params, projection, preconditioner, tokenization, batching, device, cache): they differ in
+    their sets, metrics and verdict. The Gram matrix of the union of their sets is computed at
+    each checkpoint (``.partial/`` of the first output folder keeps the finished ones for
+    resuming), and each study's tables, files and report are read off it. Each study's files are
+    exactly those :func:`run_study` writes for it alone, up to float rounding in the order of
+    the sums.
+
+    Args:
+        studies: Output folder -> its spec (loaded, or the path of a spec YAML file).
+        report: Render each study's report after its files (``swiftstudy report`` does it
+            later otherwise).
+        overwrite, cache, progress, command: As for :func:`run_study`.
+
+    Returns:
+        Each study's result, under the key it was given.
+
+    Raises:
+        InputError: Bad input, or two studies that differ in a gradient setting (the error names
+            the key); nothing is written in that case.
+    """
+    if not studies:
+        raise ValueError("run_studies needs at least one study")
+    specs = {
+        key: spec if isinstance(spec, StudySpec) else load_study_spec(spec)
+        for key, spec in studies.items()
+    }
+    first = next(iter(specs.values()))
+    for spec in specs.values():
+        _check_same_settings(first, spec)
+    if len({Path(key).resolve() for key in specs}) < len(specs):
+        raise ValueError("run_studies needs a different output folder for each study")
+    examples, checkpoints, rates = {}, {}, {}
+    for key, spec in specs.items():
+        loaded = {s.name: load_examples(s.path, **s.load_options()) for s in spec.sets}
+        check_pairs(spec, {name: [e.task for e in exs] for name, exs in loaded.items()})
+        examples[key] = loaded
+        checkpoints[key] = _discover(spec)
+        rates[key] = compute_learning_rates(spec, checkpoints[key])
+    ckpts = checkpoints[next(iter(specs))]
+    for key, spec in specs.items():
+        if checkpoints[key] != ckpts:
+            raise spec_key_error(
+                spec.spec_path,
+                "names other checkpoints than the first study's: studies run together must "
+                "study the same checkpoints",
+                ("checkpoints",),
+            )
+    for key, spec in specs.items():
+        claim_run_folder(
+            Path(key),
+            CONFIG_YAML,
+            {"spec": spec.to_dict()},
+            what="study",
+            overwrite=overwrite,
+            ignore=CACHE_KEYS + REPORT_KEYS,  # they move the cache or restyle the report
+        )
+    cache_root = _cache_root(first) if cache else None
+    keys = checkpoint_keys(first, ckpts)
+    union, union_examples, names = _union(specs, examples)
+    row_mb = first.cache_max_gradient_mb
+
+    with start_processes(resolve_device(first.device)) as procs:
         model = load_study_model(
-            spec.model,
-            checkpoints,
-            dtype=spec.dtype,
+            first.model,
+            ckpts,
+            dtype=first.dtype,
             device=procs.device,
-            params=spec.params,
-            options=LoadOptions.of(spec),
+            params=first.params,
+            options=LoadOptions.of(first),
         )
         computed = compute_set_grams(
-            spec,
-            examples,
+            union,
+            union_examples,
             model,
-            checkpoints,
+            ckpts,
             keys,
             processes=procs,
             cache=None
             if cache_root is None
-            else partial(GradientCache, cache_root, max_row_bytes=spec.cache_max_gradient_mb * _MB),
-            partial_dir=out_dir / PARTIAL_DIR,
+            else partial(GradientCache, cache_root, max_row_bytes=row_mb * _MB),
+            partial_dir=Path(next(iter(specs))) / PARTIAL_DIR,
             progress=progress,
         )
-    tokenized, rows_of, job = computed.tokenized, computed.rows_of, computed.job
-    grams, dims, work = computed.grams, computed.dims, computed.work
+    results = {}
+    for key, spec in specs.items():
+        tokenized, rows_of = _study_rows(computed, names[key], spec)
+        results[key] = _finish_study(
+            spec,
+            Path(key),
+            computed,
+            tokenized,
+            rows_of,
+            ckpts,
+            rates[key],
+            keys,
+            procs,
+            command=command,
+            report=report,
+        )
+    if procs.is_main:
+        computed.job.partial.clear()
+        if any(cache.written_rows for cache in computed.job.caches.values()):
+            _prune_cache(cache_root, first.cache_max_gb)
+    return results
 
+
+#: The spec keys the studies of one ``run_studies`` call may differ in.
+_STUDY_KEYS = ("sets", "metrics", "verdict", "checkpoints")  # checkpoints: compared found
+
+
+def _check_same_settings(first: StudySpec, spec: StudySpec) -> None:
+    """Refuse a study whose gradients would differ from the first study's."""
+    for key in (f.name for f in fields(StudySpec) if f.compare and f.name not in _STUDY_KEYS):
+        if getattr(spec, key) != getattr(first, key):
+            raise spec_key_error(
+                spec.spec_path,
+                f"is {getattr(spec, key)!r} here and {getattr(first, key)!r} in the first study "
+                f"({first.spec_path or 'a loaded spec'}): studies run together must share every "
+                "gradient setting; run them one at a time",
+                (key,),
+            )
+
+
+def _union(
+    specs: Mapping[str | Path, StudySpec], examples: Mapping[str | Path, dict[str, list[Example]]]
+) -> tuple[StudySpec, dict[str, list[Example]], dict[str | Path, dict[str, str]]]:
+    """One spec over every study's sets and metrics, its examples, and each study's set names in
+    it (a single study is its own union)."""
+    if len(specs) == 1:
+        key, spec = next(iter(specs.items()))
+        return spec, examples[key], {key: {s.name: s.name for s in spec.sets}}
+    sets, metrics, union_examples, names = [], [], {}, {}
+    for index, (key, spec) in enumerate(specs.items()):
+        names[key] = {s.name: f"{index}/{s.name}" for s in spec.sets}
+        sets += [replace(s, name=names[key][s.name]) for s in spec.sets]
+        metrics += [
+            replace(m, probes=names[key][m.probes], evals=names[key][m.evals]) for m in spec.metrics
+        ]
+        union_examples.update({names[key][n]: exs for n, exs in examples[key].items()})
+    first = next(iter(specs.values()))
+    return replace(first, sets=tuple(sets), metrics=tuple(metrics)), union_examples, names
+
+
+def _study_rows(
+    computed: SetGrams, names: dict[str, str], spec: StudySpec
+) -> tuple[dict[str, list[TokenizedExample]], RowMaps]:
+    """One study's tokenized sets and Gram rows, under its own set names."""
+    used = used_sets(spec)
+    own = [(name, names[name]) for name in (s.name for s in spec.sets) if name in used]
+    rows_of = computed.rows_of
+    return (
+        {name: computed.tokenized[union] for name, union in own},
+        RowMaps(
+            probes={n: rows_of.probes[u] for n, u in own if u in rows_of.probes},
+            evals={n: rows_of.evals[u] for n, u in own},
+        ),
+    )
+
+
+def _finish_study(
+    spec: StudySpec,
+    out_dir: Path,
+    computed: SetGrams,
+    tokenized: dict[str, list[TokenizedExample]],
+    rows_of: RowMaps,
+    checkpoints: Sequence[Checkpoint],
+    learning_rates: Sequence[float | None],
+    keys: Sequence[CheckpointKeys],
+    procs: Processes,
+    *,
+    command: str | None,
+    report: bool,
+) -> StudyResult:
+    """A study's tables from the Gram matrices, written (rank 0) with its config and report."""
+    grams, dims, work = computed.grams, computed.dims, computed.work
     scores, relinf = compute_tables(spec, checkpoints, grams, tokenized, rows_of)
     result = StudyResult(
         out_dir, tuple(scores), tuple(relinf), tuple(checkpoints), work, procs.rank
@@ -160,9 +317,6 @@ def run_study(
     # config.yaml last: its presence marks a complete result (the report is derived from it).
     inputs = hash_inputs(s.path for s in spec.sets)
     save_run_config(out_dir / CONFIG_YAML, config, command=command, inputs=inputs)
-    job.partial.clear()
-    if any(cache.written_rows for cache in job.caches.values()):
-        _prune_cache(cache_root, spec.cache_max_gb)
     logger.info(
         "wrote %s: %d gradient(s) computed, %d read from the cache, %d checkpoint(s) resumed",
         out_dir,
@@ -170,10 +324,11 @@ def run_study(
         work.cached,
         work.resumed,
     )
-    # Imported here: the report draws with matplotlib, which the computation does not need.
-    from swiftstudy.report import render_report
+    if report:
+        # Imported here: the report draws with matplotlib, which the computation does not need.
+        from swiftstudy.report import render_report
 
-    render_report(out_dir)
+        render_report(out_dir)
     return replace(result, norms=norms, tokens=token_records(tokenized), config=config)
 
 
