@@ -1,22 +1,45 @@
-"""Command-line pieces drawn from a spec class: ``--print-config``, and flags for each key."""
+"""Command-line pieces the commands share: a spec command's arguments, flags drawn from a spec."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from swiftstudy.config.spec import default_text, describe_spec, spec_options
 
 
 def add_spec_arguments(
-    parser: argparse.ArgumentParser, command: str, out: str, example: str
+    parser: argparse.ArgumentParser,
+    command: str,
+    spec: str,
+    out: str,
+    example: str,
+    flags: dict[str, str],
 ) -> None:
-    """The spec file, ``--out`` and the ``KEY=VALUE`` overrides of a command run from a spec."""
+    """A spec command's arguments: the spec, ``--out``, the overrides, flags, ``--print-config``.
+
+    ``spec`` is the spec's ``module:Class``; ``flags`` are the command's ``store_true`` flags
+    (flag → help, in order), ``--no-progress`` among them.
+    """
     parser.add_argument("spec", help=f"the {command} spec (YAML)")
     parser.add_argument("--out", required=True, help=out)
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help=f"override spec keys, e.g. {example}"
+    )
+    for flag, text in flags.items():
+        parser.add_argument(flag, action="store_true", help=text)
+    add_print_config(parser, spec)
+
+
+def run_from_spec(
+    function: Callable[..., Any], args: argparse.Namespace, command: str, **kw: Any
+) -> Any:
+    """Call a spec command's ``function(spec, out, overrides=, progress=, command=, **kw)``."""
+    progress = not args.no_progress
+    return function(
+        args.spec, args.out, overrides=args.overrides, progress=progress, command=command, **kw
     )
 
 

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "make data, train a base run and run the paper's three studies on the bundled model"
+DESCRIPTION = (
+    "On the bundled SmolLM2-135M-Instruct, offline: write rule-made data for 12 study tasks and 4 "
+    "base tasks, train a short LoRA base run, run the CoT, Clarify and Eval studies over its "
+    "checkpoints and write their reports. Rerun the same command to resume after an interruption."
+)
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register the ``demo`` subcommand."""
-    parser = commands.add_parser(
-        "demo",
-        help="make data, train a base run and run the paper's three studies on the bundled model",
-        description="On the bundled SmolLM2-135M-Instruct, offline: write rule-made data for 12 "
-        "study tasks and 4 base tasks, train a short LoRA base run, run the CoT, Clarify and "
-        "Eval studies over its checkpoints and write their reports. Rerun the same command to "
-        "resume after an interruption.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out``, ``--quick``, ``--seed`` and ``--no-progress``."""
     parser.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     parser.add_argument(
         "--quick", action="store_true", help="train 20 steps (2 checkpoints) instead of 40 (4)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds the data and the base run")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, command: str) -> int:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "write one of the paper's studies (spec, data, base-run spec), ready to run"
+DESCRIPTION = (
+    "Write DIR/<recipe>.yaml (a study spec whose header shows the commands that run it and the "
+    "`probes` commands that fill its sets), DIR/train.yaml (a short base run on the bundled model) "
+    "and DIR/data/ (12 rule-made tasks with checkable answers, and the base-run data from other "
+    "tasks). Runs offline as written."
+)
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register the ``init`` subcommand."""
-    parser = commands.add_parser(
-        "init",
-        help="write one of the paper's studies (spec, data, base-run spec), ready to run",
-        description="Write DIR/<recipe>.yaml (a study spec whose header shows the commands that "
-        "run it and the `probes` commands that fill its sets), DIR/train.yaml (a short base run "
-        "on the bundled model) and DIR/data/ (12 rule-made tasks with checkable answers, and the "
-        "base-run data from other tasks). Runs offline as written.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--recipe``, ``DIR``, ``--seed`` and ``--overwrite``."""
     parser.add_argument("--recipe", required=True, help="cot, clarify or eval")
     parser.add_argument("dir", help="the folder to write")
     parser.add_argument("--seed", type=int, default=0, help="seeds the data and the base run")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, command: str) -> int:

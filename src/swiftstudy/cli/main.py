@@ -1,7 +1,7 @@
 """The ``swiftstudy`` command: parse arguments, call the library, turn bad input into exit 2.
 
-Each subcommand lives in its own module with ``add_parser(commands)``, which registers it and sets
-``run(args, command) -> int`` as its handler.
+Each subcommand is the module of its name, with ``HELP`` and ``DESCRIPTION`` for its ``--help``,
+``add_arguments(parser)``, and ``run(args, command) -> int``, its handler.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
-        module.add_parser(commands)
+        name = module.__name__.rpartition(".")[2]
+        command = commands.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
     return parser
 
 

@@ -19,24 +19,25 @@ EXIT_FAILED = 1
 _SHOWN_ANSWER_CHARS = 80
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register the ``probes`` subcommand."""
-    parser = commands.add_parser(
-        "probes",
-        help="build a probe set from reference examples with a strategy",
-        description="Turn each reference example into probes with a strategy (built-in: "
-        f"{', '.join(BUILTIN_STRATEGIES)}; or a YAML file of Jinja templates). Probes keep the "
-        "reference's id and task, record source_id, strategy and kind, and load in a study "
-        "unchanged. Every generator answer is cached, so a rerun resumes; answers that do not "
-        "parse are reported and left out.",
-    )
+HELP = "build a probe set from reference examples with a strategy"
+DESCRIPTION = (
+    "Turn each reference example into probes with a strategy (built-in: "
+    f"{', '.join(BUILTIN_STRATEGIES)}; or a YAML file of Jinja templates). Probes keep the "
+    "reference's id and task, record source_id, strategy and kind, and load in a study unchanged. "
+    "Every generator answer is cached, so a rerun resumes; answers that do not parse are reported "
+    "and left out."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag per key of the spec, ``--no-cache``, ``--no-progress`` and ``--print-config``."""
     keys = add_spec_flags(parser, ProbesSpec, flag_name)
     parser.add_argument("--no-cache", action="store_true", help="neither read nor save answers")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_print_config(
         parser, "swiftstudy.config.probes:ProbesSpec", "swiftstudy.config.probes:describe_flag"
     )
-    parser.set_defaults(run=run, spec_keys=keys)
+    parser.set_defaults(spec_keys=keys)
 
 
 def run(args: argparse.Namespace, command: str) -> int:

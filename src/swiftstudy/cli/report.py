@@ -10,36 +10,23 @@ from swiftstudy.constants import (
     DEFAULT_CONFIDENCE_LEVEL,
 )
 
+HELP = "write report.html, report.md and verdicts.json for a study's result folder"
+DESCRIPTION = (
+    "Compute bootstrap intervals, verdicts, trends and diagnostics from the tables a study saved "
+    "(no gradients are recomputed), draw the figures, and write a self-contained report.html, "
+    "report.md and verdicts.json into the folder."
+)
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register the ``report`` subcommand."""
-    parser = commands.add_parser(
-        "report",
-        help="write report.html, report.md and verdicts.json for a study's result folder",
-        description="Compute bootstrap intervals, verdicts, trends and diagnostics from the tables "
-        "a study saved (no gradients are recomputed), draw the figures, and write a "
-        "self-contained report.html, report.md and verdicts.json into the folder.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``DIR`` and the bootstrap's settings."""
     parser.add_argument("dir", help="the study's result folder (its --out)")
-    parser.add_argument(
-        "--resamples",
-        type=int,
-        default=DEFAULT_BOOTSTRAP_RESAMPLES,
-        help=f"bootstrap resamples (default {DEFAULT_BOOTSTRAP_RESAMPLES})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULT_BOOTSTRAP_SEED,
-        help=f"bootstrap seed (default {DEFAULT_BOOTSTRAP_SEED})",
-    )
-    parser.add_argument(
-        "--level",
-        type=float,
-        default=DEFAULT_CONFIDENCE_LEVEL,
-        help=f"coverage of the intervals (default {DEFAULT_CONFIDENCE_LEVEL})",
-    )
-    parser.set_defaults(run=run)
+    for flag, kind, default, text in (
+        ("--resamples", int, DEFAULT_BOOTSTRAP_RESAMPLES, "bootstrap resamples"),
+        ("--seed", int, DEFAULT_BOOTSTRAP_SEED, "bootstrap seed"),
+        ("--level", float, DEFAULT_CONFIDENCE_LEVEL, "coverage of the intervals"),
+    ):
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
 
 
 def run(args: argparse.Namespace, command: str) -> int:

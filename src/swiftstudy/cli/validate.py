@@ -5,51 +5,45 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from swiftstudy.cli.config import add_print_config, add_spec_arguments
+from swiftstudy.cli.config import add_spec_arguments, run_from_spec
 
 if TYPE_CHECKING:
     from swiftstudy.generate.greedy import DecodingStats
     from swiftstudy.validate import AccuracyRow
 
+HELP = "retrain with each strategy's data and check the swift study's prediction"
+DESCRIPTION = (
+    "Train every run of the spec (unchanged runs are reused), compute the NLL of the eval set's "
+    "reference responses with each (what the swift study predicts), answer the eval set greedily "
+    "with each, grade the answers, and write accuracy.csv, predictions.jsonl, table.md, "
+    "agreement.json (with swift:) and figures."
+)
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register the ``validate`` subcommand."""
-    parser = commands.add_parser(
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The spec, ``--out``, the overrides and the validation's flags."""
+    add_spec_arguments(
+        parser,
         "validate",
-        help="retrain with each strategy's data and check the swift study's prediction",
-        description="Train every run of the spec (unchanged runs are reused), compute the NLL "
-        "of the eval set's reference responses with each (what the swift study predicts), "
-        "answer the eval set greedily with each, grade the answers, and write accuracy.csv, "
-        "predictions.jsonl, table.md, agreement.json (with swift:) and figures.",
+        "swiftstudy.validate.spec:ValidateSpec",
+        "output folder (also holds the runs)",
+        "train.lr=1e-4",
+        {
+            "--quick": "short runs on the first queries (the spec's quick: section), for a first "
+            "look",
+            "--loss-only": "only the reference NLL: no decoding, no grading (accuracy columns left "
+            "empty)",
+            "--no-progress": "hide the progress bars",
+        },
     )
-    add_spec_arguments(parser, "validate", "output folder (also holds the runs)", "train.lr=1e-4")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="short runs on the first queries (the spec's quick: section), for a first look",
-    )
-    parser.add_argument(
-        "--loss-only",
-        action="store_true",
-        help="only the reference NLL: no decoding, no grading (accuracy columns left empty)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    add_print_config(parser, "swiftstudy.validate.spec:ValidateSpec")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, command: str) -> int:
     """Run the validation and print its table; returns the exit status."""
     from swiftstudy.validate import run_validation
 
-    result = run_validation(
-        args.spec,
-        args.out,
-        overrides=args.overrides,
-        quick=args.quick,
-        loss_only=args.loss_only,
-        progress=not args.no_progress,
-        command=command,
+    result = run_from_spec(
+        run_validation, args, command, quick=args.quick, loss_only=args.loss_only
     )
     reused = {outcome.name for outcome in result.runs if not outcome.trained}
     width = max(len(row.run) for row in result.accuracy)
