@@ -63,3 +63,19 @@ def test_loading_keys_reach_each_runs_training_and_config(validate_dir: Path, mo
     assert config["spec"]["attn_implementation"] == "eager"
     train_config = yaml.safe_load((out / "runs" / "cont" / "train_config.yaml").read_text())
     assert train_config["spec"]["attn_implementation"] == "eager"
+
+
+def test_loading_keys_reach_the_model_that_scores_answers(validate_dir: Path, monkeypatch):
+    import swiftstudy.validate.generation as generation_module
+
+    options = []
+    real = generation_module.load_base_model
+
+    def recording(name, **kwargs):
+        options.append(kwargs["options"])
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(generation_module, "load_base_model", recording)
+    spec = _write_spec(validate_dir, attn_implementation="eager", runs=ONE_RUN)
+    run_validation(spec, validate_dir / "out", loss_only=True, progress=False)
+    assert [o.attn_implementation for o in options] == ["eager"]

@@ -14,14 +14,11 @@ Nothing is written to disk.
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 
 import torch
 
 from swiftstudy.study.cache import GradientSettings, SequenceRows, TokenSequence, example_digest
-
-logger = logging.getLogger(__name__)
 
 
 class MemoryStore:

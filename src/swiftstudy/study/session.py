@@ -32,8 +32,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from swiftstudy.constants import (
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
@@ -43,7 +41,7 @@ from swiftstudy.constants import (
 from swiftstudy.data import Example, load_examples
 from swiftstudy.data.examples import parse_examples
 from swiftstudy.errors import InputError
-from swiftstudy.model import Checkpoint, discover_checkpoints
+from swiftstudy.model import Checkpoint, discover_checkpoints, resolve_device
 from swiftstudy.study.cache import GradientCache
 from swiftstudy.study.compute import (
     StudyModel,
@@ -103,7 +101,7 @@ class Session:
         if dtype not in DTYPES:
             raise InputError(f"must be one of {', '.join(DTYPES)}, got {dtype!r}", key="dtype")
         self.device_name = device
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.params = tuple(params)
         self.checkpoints: list[Checkpoint] = discover_checkpoints(_checkpoint_source(checkpoints))
@@ -255,12 +253,3 @@ def _checkpoint_source(checkpoints: Any) -> str | Path | list[dict]:
     if isinstance(checkpoints, str | Path):
         return checkpoints
     return [dict(c) if isinstance(c, Mapping) else {"path": str(c)} for c in checkpoints]
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("CUDA is not available on this machine", key="device")
-    return resolved

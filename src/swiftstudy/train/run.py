@@ -38,7 +38,13 @@ from swiftstudy.constants import (
 from swiftstudy.data import TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
 from swiftstudy.gradients import default_batch_tokens
-from swiftstudy.model import Checkpoint, LoadOptions, discover_checkpoints, load_base_model
+from swiftstudy.model import (
+    Checkpoint,
+    LoadOptions,
+    discover_checkpoints,
+    load_base_model,
+    resolve_device,
+)
 from swiftstudy.rundir import hash_input, save_run_config
 from swiftstudy.train.data import (
     CompletionCollator,
@@ -211,11 +217,11 @@ def _discover_init(spec: TrainSpec) -> Checkpoint | None:
 
 
 def _resolve_device(spec: TrainSpec) -> str:
-    if spec.device == "cuda" and not torch.cuda.is_available():
+    """``model.resolve_device``, refusing a CUDA device on a machine without one by the spec's
+    file, line and key."""
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise spec_key_error(spec.spec_path, "CUDA is not available on this machine", ("device",))
-    if spec.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return spec.device
+    return str(resolve_device(spec.device))
 
 
 def _check_not_empty(spec: TrainSpec, tokenized: list[list[TokenizedExample]]) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from swiftstudy.generate import Generator, HFGenerator, HFSettings, Prompt
 from swiftstudy.generate.greedy import DecodingStats, generate_greedy, supports_continuous_batching
-from swiftstudy.model import Checkpoint, ModelStates, load_base_model
+from swiftstudy.model import Checkpoint, LoadOptions, ModelStates, load_base_model
 from swiftstudy.model.merging import merged_lora
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class BaseModelStates:
                 self.settings.model,
                 dtype=getattr(torch, self.settings.dtype),
                 device=self.settings.device,
+                options=LoadOptions.of(self.settings),
             )
             self._states = ModelStates(model)
         model, _ = self._states.load(checkpoint)

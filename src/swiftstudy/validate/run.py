@@ -389,6 +389,9 @@ def _generation_settings(spec: ValidateSpec) -> GenerationSettings:
         batch_size=spec.eval.batch_size,
         dtype=spec.dtype,
         device=_answer_device(spec.device),
+        revision=spec.revision,
+        trust_remote_code=spec.trust_remote_code,
+        attn_implementation=spec.attn_implementation,
     )
 
 
