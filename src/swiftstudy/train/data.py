@@ -10,7 +10,6 @@ state, so an interrupted run resumed from a checkpoint sees the same batches as 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -19,8 +18,6 @@ from torch.utils.data import Dataset, Sampler
 from swiftstudy.constants import SCHEDULE_MIXED, SCHEDULE_SEQUENTIAL
 from swiftstudy.data import TokenizedExample
 from swiftstudy.gradients import collate
-
-logger = logging.getLogger(__name__)
 
 
 class TokenizedDataset(Dataset):
