@@ -7,7 +7,6 @@ length so batches pad little, left-padded, and decoded greedily until the end-of
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,8 +17,6 @@ import torch
 from swiftstudy.config.fields import torch_dtype
 from swiftstudy.config.generators import HFSettings
 from swiftstudy.generate.base import Generator, Prompt, messages_to_json
-
-logger = logging.getLogger(__name__)
 
 
 class HFGenerator(Generator):
