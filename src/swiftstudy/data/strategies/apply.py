@@ -122,7 +122,7 @@ def render_probes(
     if strategy.generation is not None:
         if generation is None:
             raise ValueError(f"strategy {strategy.name!r} needs a generator answer")
-        context.update(_parse_answer(strategy, reference, context, generation))
+        context.update(_parse_answer(strategy, context, generation))
     probes = []
     for index, output in enumerate(strategy.outputs):
         query = _render(strategy, ("outputs", index, "query"), reference, context)
@@ -142,9 +142,7 @@ def render_probes(
     return probes
 
 
-def _parse_answer(
-    strategy: Strategy, reference: Reference, context: dict[str, Any], generation: str
-) -> dict[str, str]:
+def _parse_answer(strategy: Strategy, context: dict[str, Any], generation: str) -> dict[str, str]:
     """``generation`` and the parse regex's named groups, or a ParseFailure."""
     text = generation.strip()
     if not text:
