@@ -47,7 +47,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from swiftstudy.constants import GRADIENT_CACHE_SUBDIR, PRECONDITIONER_NONE, STALE_CACHE_TMP_S
-from swiftstudy.fileio import write_atomic, write_temporary, write_text_atomic
+from swiftstudy.fileio import sha256_hex, write_atomic, write_temporary, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,7 @@ class GradientSettings:
     @property
     def digest(self) -> str:
         """SHA-256 of the settings and the cache format, as hex."""
-        text = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_hex(json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True))
 
 
 def fingerprint_model(model: torch.nn.Module) -> str:
@@ -134,14 +133,13 @@ def engine_digest() -> str:
 
 def combine_digests(*digests: str) -> str:
     """SHA-256 of hex digests in order: one key for what several hashed files determine."""
-    return hashlib.sha256(":".join(digests).encode()).hexdigest()
+    return sha256_hex(":".join(digests))
 
 
 def example_digest(sequence: TokenSequence) -> str:
     """SHA-256 of an example's ``(input_ids, completion_mask)``, as hex."""
     ids, mask = sequence
-    text = json.dumps([list(ids), [int(m) for m in mask]], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_hex(json.dumps([list(ids), [int(m) for m in mask]], separators=(",", ":")))
 
 
 class GradientCache:
@@ -382,15 +380,15 @@ class PartialGrams:
         rows: Sequence[tuple[int, str]],
     ) -> None:
         self.folder = Path(folder)
-        digest = hashlib.sha256(settings.digest.encode())
-        for sequence in sequences:
-            digest.update(example_digest(sequence).encode())
-        digest.update(json.dumps([list(row) for row in rows]).encode())
-        self._study = digest.hexdigest()
+        self._study = sha256_hex(
+            settings.digest,
+            *(example_digest(sequence) for sequence in sequences),
+            json.dumps([list(row) for row in rows]),
+        )
 
     def path(self, checkpoint: str) -> Path:
         """The file of ``checkpoint``'s Gram matrix."""
-        key = hashlib.sha256(f"{self._study}:{checkpoint}".encode()).hexdigest()
+        key = sha256_hex(f"{self._study}:{checkpoint}")
         return self.folder / f"{key[:32]}.safetensors"
 
     def load(self, checkpoint: str) -> tuple[torch.Tensor, int] | None:

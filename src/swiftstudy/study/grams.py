@@ -30,13 +30,13 @@ been computed beside other examples, and differ from a fresh one in the last bit
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from swiftstudy.fileio import sha256_hex
 from swiftstudy.gradients import compute_gradients, gradient_dimension, plan_batches
 from swiftstudy.model import Checkpoint, ModelStates
 from swiftstudy.scores import compute_dot_products
@@ -139,11 +139,8 @@ class GramJob:
     def kept_digest(self) -> str:
         """SHA-256 of the kept rows (their examples and variants, in order): the key of dot
         products with them."""
-        digest = hashlib.sha256()
-        for index in self.kept:
-            sequence, variant = self.rows[index]
-            digest.update(f"{variant}:{example_digest(self.sequences[sequence])};".encode())
-        return digest.hexdigest()
+        kept = (self.rows[index] for index in self.kept)
+        return sha256_hex(*(f"{v}:{example_digest(self.sequences[s])};" for s, v in kept))
 
     @functools.cached_property
     def rows_of_sequence(self) -> list[list[tuple[int, str]]]:
