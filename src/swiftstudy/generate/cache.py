@@ -9,7 +9,6 @@ arrives (``<root>/<key[:2]>/<key>.json``): a crash loses at most the answers in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftstudy.constants import GENERATION_CACHE_SUBDIR
-from swiftstudy.fileio import write_text_atomic
+from swiftstudy.fileio import sha256_hex, write_text_atomic
 from swiftstudy.generate.base import Generator, Prompt, messages_to_json
 from swiftstudy.model.loading import default_cache_dir
 
@@ -42,7 +41,7 @@ class GenerationCache:
         """The cache key of one request: a hex SHA-256 of its settings and messages."""
         request = {"v": _FORMAT_VERSION, "settings": settings, "messages": messages_to_json(prompt)}
         canonical = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return sha256_hex(canonical)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"

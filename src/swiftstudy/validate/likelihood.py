@@ -15,7 +15,6 @@ Device and batch size only change rounding and stay out of the key, as for the a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ import torch
 
 from swiftstudy.constants import DEFAULT_MAX_LENGTH, ON_OVERFLOW_ERROR
 from swiftstudy.data import Example, TokenizedExample, tokenize_examples
-from swiftstudy.fileio import write_text_atomic
+from swiftstudy.fileio import sha256_hex, write_text_atomic
 from swiftstudy.gradients.batching import collate, default_batch_tokens, plan_batches
 from swiftstudy.gradients.loss import compute_completion_nll
 from swiftstudy.model import Checkpoint
@@ -186,4 +185,4 @@ def _query_key(example: Example) -> str:
 
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_hex(text)

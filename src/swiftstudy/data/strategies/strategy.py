@@ -14,7 +14,6 @@ names is checked when the file is loaded, so a typo fails at once with the file,
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,6 +28,7 @@ from swiftstudy.config.reader import SpecValidator, absolute_path, describe_valu
 from swiftstudy.config.yamlio import KeyPath, load_yaml
 from swiftstudy.constants import BUILTIN_STRATEGIES
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import sha256_hex
 
 #: Variables every template may use, from the reference record.
 REFERENCE_VARIABLES = ("id", "task", "query", "response", "messages", "label", "record")
@@ -176,7 +176,7 @@ def load_strategy(strategy: str | Path) -> Strategy:
             f"unknown strategy {text!r}: a built-in ({known}) or a .yaml file", key="strategy"
         )
     data, lines = load_yaml(path)
-    return _StrategyReader(path, lines).read(data, hashlib.sha256(path.read_bytes()).hexdigest())
+    return _StrategyReader(path, lines).read(data, sha256_hex(path))
 
 
 class _StrategyReader(SpecValidator):
