@@ -1,4 +1,4 @@
-"""Bytes on disk: the one atomic write and the one SHA-256 helper.
+"""Bytes on disk: the one atomic write, the one SHA-256 helper and the one JSON file reader.
 
 An atomic write goes to a uniquely named temporary file beside the target, which is then renamed
 over it, so a reader (or a crash) sees the old file or the whole new one, never half of it.
@@ -7,11 +7,14 @@ over it, so a reader (or a crash) sees the old file or the whole new one, never 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from swiftstudy.errors import InputError
 
 #: What a temporary file holds: bytes, text (written as UTF-8), or a function that writes it.
 Content = bytes | str | Callable[[BinaryIO], None]
@@ -81,3 +84,11 @@ def sha256_hex(*parts: bytes | str | Path) -> str:
         else:
             digest.update(part.encode("utf-8") if isinstance(part, str) else part)
     return digest.hexdigest()
+
+
+def read_json(path: Path, *, key: str | None = None) -> Any:
+    """The parsed content of a JSON file; one unreadable or not JSON is an InputError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read JSON: {err}", path=path, key=key) from err

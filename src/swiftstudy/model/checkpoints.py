@@ -10,7 +10,6 @@ safetensors are accepted: pickled ``.bin`` weights can run code when loaded.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from swiftstudy.constants import (
     TRAINER_STATE,
 )
 from swiftstudy.errors import InputError
-from swiftstudy.fileio import sha256_hex
+from swiftstudy.fileio import read_json, sha256_hex
 
 logger = logging.getLogger(__name__)
 
@@ -203,10 +202,7 @@ def _step_from_trainer_state(path: Path, *, key: str) -> int | None:
     state_file = path / TRAINER_STATE
     if not state_file.is_file():
         return None
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read JSON: {err}", path=state_file, key=key) from err
+    state = read_json(state_file, key=key)
     step = state.get("global_step") if isinstance(state, dict) else None
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise InputError(
@@ -293,10 +289,7 @@ def load_learning_rate_log(ckpt: Checkpoint) -> list[tuple[int, float]] | None:
     state_file = ckpt.path / TRAINER_STATE
     if not state_file.is_file():
         return None
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read JSON: {err}", path=state_file) from err
+    state = read_json(state_file)
     history = state.get("log_history", []) if isinstance(state, dict) else None
     if not isinstance(history, list):
         raise InputError("expected a list", path=state_file, key="log_history")

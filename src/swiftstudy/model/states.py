@@ -18,7 +18,6 @@ outweigh them and an embedding is not a Linear layer; a warning says so when it 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from swiftstudy.constants import (
     MODEL_CONFIG,
 )
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import read_json
 from swiftstudy.model.checkpoints import Checkpoint
 
 logger = logging.getLogger(__name__)
@@ -298,10 +298,7 @@ def _compile_patterns(patterns: Sequence[str]) -> list[re.Pattern[str]]:
 def _read_adapter_config(ckpt: Checkpoint) -> dict:
     """The adapter's config in comparable form, refusing anything but plain Linear LoRA."""
     path = ckpt.path / ADAPTER_CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read JSON: {err}", path=path) from err
+    config = read_json(path)
     if not isinstance(config, dict):
         raise InputError("expected a JSON object", path=path)
     if config.get("peft_type") != "LORA":

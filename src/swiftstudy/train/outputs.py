@@ -8,13 +8,13 @@ continued only when the caller asks to resume.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
 from swiftstudy.constants import CHECKPOINT_PREFIX, TRAIN_CONFIG_YAML, TRAINER_STATE
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import read_json
 from swiftstudy.rundir import claim_run_folder
 from swiftstudy.train.spec import TrainSpec
 
@@ -80,11 +80,7 @@ def _newest_checkpoint(out_dir: Path) -> Path | None:
 
 def read_trainer_state(folder: Path) -> dict:
     """The ``trainer_state.json`` of a checkpoint, as a dict."""
-    path = folder / TRAINER_STATE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read JSON: {err}", path=path) from err
+    state = read_json(folder / TRAINER_STATE)
     return state if isinstance(state, dict) else {}
 
 

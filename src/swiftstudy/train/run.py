@@ -14,7 +14,6 @@ clipping at norm 1.0, float32 weights.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -37,6 +36,7 @@ from swiftstudy.constants import (
 )
 from swiftstudy.data import TokenizedExample, load_examples, tokenize_examples
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import read_json
 from swiftstudy.gradients import default_batch_tokens
 from swiftstudy.model import (
     Checkpoint,
@@ -318,10 +318,7 @@ def _quiet_peft() -> Iterator[None]:
 def _check_adapter_matches(spec: TrainSpec, init: Checkpoint) -> None:
     """Refuse to continue an adapter whose LoRA settings differ from the spec's ``lora``."""
     path = init.path / ADAPTER_CONFIG
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read JSON: {err}", path=path, key="init_from") from err
+    saved = read_json(path, key="init_from")
     targets = saved.get("target_modules")
     found = {
         "r": saved.get("r"),
