@@ -1,4 +1,5 @@
-"""The one exception type for bad input: it names where the problem is."""
+"""The one exception type for bad input (it names where the problem is), and ``first_line``, the
+one-line message of any exception it wraps."""
 
 from __future__ import annotations
 
@@ -38,3 +39,9 @@ class InputError(ValueError):
         if self.key is not None:
             where = f"{where}: {self.key}" if where else self.key
         return f"{where}: {self.message}" if where else self.message
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, for one-line errors."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

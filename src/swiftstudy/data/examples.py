@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swiftstudy.errors import InputError
+from swiftstudy.errors import InputError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def _loaded_dataset_records(
     try:
         loaded = datasets.load_dataset(str(source), name, split=split)
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as error:
-        message = _first_line(error)
+        message = first_line(error)
         if split is not None and "split" in message.lower():
             raise InputError(message, path=source, key="split") from error
         what = "a folder" if isinstance(source, Path) else "a Hub dataset"
@@ -525,9 +525,3 @@ def _parse_name(record: Mapping[str, Any], key: str, index: int, location: _Loca
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise location.error(f"must be a string or an integer, got {type(value).__name__}", key=key)
     return str(value)
-
-
-def _first_line(error: BaseException) -> str:
-    """The first non-empty line of an exception's message, for one-line errors."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

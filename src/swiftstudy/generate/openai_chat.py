@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from swiftstudy.config.generators import OpenAISettings
-from swiftstudy.errors import InputError
+from swiftstudy.errors import InputError, first_line
 from swiftstudy.generate.base import GenerationError, Generator, Prompt, messages_to_json
 
 logger = logging.getLogger(__name__)
@@ -183,8 +183,7 @@ class OpenAIChatGenerator(Generator):
 def _describe(error: Exception) -> str:
     """A one-line description of an ``openai`` error: the status and the server's message."""
     status = getattr(error, "status_code", None)
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    message = lines[0] if lines else type(error).__name__
+    message = first_line(error)
     return (
         f"HTTP {status}: {message}" if status is not None else f"{type(error).__name__}: {message}"
     )

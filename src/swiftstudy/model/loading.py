@@ -50,7 +50,7 @@ from swiftstudy.constants import (
     MODEL_CACHE_SUBDIR,
     MODEL_CONFIG,
 )
-from swiftstudy.errors import InputError
+from swiftstudy.errors import InputError, first_line
 from swiftstudy.fileio import sha256_hex
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def load_checkpoint_tokenizer(folders: Sequence[Path]) -> PreTrainedTokenizerBas
         tokenizer = AutoTokenizer.from_pretrained(last)
     except (OSError, ValueError) as err:
         raise InputError(
-            f"cannot load the tokenizer: {_first_line(err)}", path=last, key=_TOKENIZER_CONFIG
+            f"cannot load the tokenizer: {first_line(err)}", path=last, key=_TOKENIZER_CONFIG
         ) from err
     _ensure_pad_token(tokenizer)
     logger.info("tokenizing with the tokenizer saved in %s (%d tokens)", last, len(tokenizer))
@@ -305,7 +305,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     except (OSError, ValueError, KeyError, IndexError, RuntimeError, struct.error) as err:
         # A damaged file fails deep in the GGUF reader, with any of these.
         raise InputError(
-            f"cannot read GGUF file: {_first_line(err)}", path=gguf_path, key=_MODEL_KEY
+            f"cannot read GGUF file: {first_line(err)}", path=gguf_path, key=_MODEL_KEY
         ) from err
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -349,11 +349,11 @@ def _load_pretrained(
     except (OSError, ValueError) as err:
         if isinstance(source, Path):
             raise InputError(
-                f"cannot load {what}: {_first_line(err)}", path=source, key=_MODEL_KEY
+                f"cannot load {what}: {first_line(err)}", path=source, key=_MODEL_KEY
             ) from err
         raise InputError(
             f"cannot load {source!r}: not {BUNDLED_MODEL_ALIAS!r}, a .gguf file or a local "
-            f"folder, and not loadable from the Hugging Face hub: {_first_line(err)}",
+            f"folder, and not loadable from the Hugging Face hub: {first_line(err)}",
             key=_MODEL_KEY,
         ) from err
     return model, tokenizer
@@ -368,9 +368,3 @@ def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
         return
     tokenizer.pad_token = tokenizer.eos_token
     logger.info("the tokenizer has no pad token; using its EOS token %r", tokenizer.eos_token)
-
-
-def _first_line(err: BaseException) -> str:
-    """The first non-empty line of an exception's message, for one-line errors."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

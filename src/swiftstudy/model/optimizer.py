@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from swiftstudy.constants import OPTIMIZER_FILE
-from swiftstudy.errors import InputError
+from swiftstudy.errors import InputError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +134,10 @@ def _read_state_dict(path: Path) -> dict:
         loaded = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as err:
         raise InputError(
-            f"refused: not a plain tensor file ({_first_line(err)})", path=path
+            f"refused: not a plain tensor file ({first_line(err)})", path=path
         ) from err
     except (OSError, RuntimeError, EOFError) as err:
-        raise InputError(f"cannot read: {_first_line(err)}", path=path) from err
+        raise InputError(f"cannot read: {first_line(err)}", path=path) from err
     if not (
         isinstance(loaded, dict)
         and isinstance(loaded.get("state"), dict)
@@ -184,8 +184,3 @@ def trainer_parameter_order(
     decay = set(Trainer.get_decay_parameter_names(None, model))
     named = [(n, p.shape) for n, p in model.named_parameters() if is_trainable(n)]
     return [x for x in named if x[0] in decay] + [x for x in named if x[0] not in decay]
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

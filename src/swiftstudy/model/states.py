@@ -41,7 +41,7 @@ from swiftstudy.constants import (
     DEFAULT_FULL_PARAMS,
     MODEL_CONFIG,
 )
-from swiftstudy.errors import InputError
+from swiftstudy.errors import InputError, first_line
 from swiftstudy.fileio import read_json
 from swiftstudy.model.checkpoints import Checkpoint
 
@@ -193,7 +193,7 @@ class ModelStates:
         except (ValueError, RuntimeError, KeyError) as err:
             _strip_lora_layers(self._base)
             raise InputError(
-                f"cannot apply the adapter: {_first_line(err)}", path=ckpt.path, key=ADAPTER_CONFIG
+                f"cannot apply the adapter: {first_line(err)}", path=ckpt.path, key=ADAPTER_CONFIG
             ) from err
         self._peft, self._adapter_config = peft.to(self._device), config
         try:
@@ -226,7 +226,7 @@ class ModelStates:
             )
         except (OSError, ValueError) as err:
             raise InputError(
-                f"cannot load the model: {_first_line(err)}", path=ckpt.path, key=MODEL_CONFIG
+                f"cannot load the model: {first_line(err)}", path=ckpt.path, key=MODEL_CONFIG
             ) from err
         model.to(self._device)
         return model, _full_targets(model, self._full_params, ckpt)
@@ -540,9 +540,3 @@ def _misfit(ckpt: Checkpoint, message: str) -> InputError:
 def _unsupported(ckpt: Checkpoint, message: str) -> InputError:
     """The error for adapters that are not plain Linear LoRA."""
     return InputError(f"{message}; {_PLAIN_LORA}", path=ckpt.path, key=ADAPTER_CONFIG)
-
-
-def _first_line(err: BaseException) -> str:
-    """The first non-empty line of an exception's message, for one-line errors."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
