@@ -29,7 +29,6 @@ from swiftstudy.report.verdicts import (
 from swiftstudy.scores import (
     BootstrapSettings,
     Comparison,
-    Estimate,
     MetricPairs,
     MetricStatistics,
     SeriesSummary,
@@ -177,15 +176,11 @@ def describe_analysis(analysis: ReportAnalysis) -> dict[str, Any]:
     }
 
 
-def _describe_estimate(estimate: Estimate) -> dict[str, Any]:
-    return asdict(estimate)
-
-
 def _describe_summary(summary: SeriesSummary) -> dict[str, Any]:
     trend = summary.trend
     return {
         "verdict": summary.mean_over_steps.verdict,
-        "mean_over_steps": _describe_estimate(summary.mean_over_steps),
+        "mean_over_steps": asdict(summary.mean_over_steps),
         "fraction_positive": summary.fraction_positive,
         "trend": None
         if trend is None
@@ -209,7 +204,7 @@ def _describe_metric(metric: MetricStatistics) -> dict[str, Any]:
         "steps": [
             {
                 "step": s.step,
-                **_describe_estimate(s.estimate),
+                **asdict(s.estimate),
                 "n_pairs": s.n_pairs,
                 "top_pairs": s.concentration.n_top,
                 "top_share": s.concentration.top_share,
@@ -231,5 +226,5 @@ def _describe_comparison(comparison: Comparison) -> dict[str, Any]:
             "metric_significantly_above_from_step": comparison.metric_significantly_above_from,
             "baseline_significantly_above_from_step": comparison.baseline_significantly_above_from,
         },
-        [(step, _describe_estimate(e)) for step, e in comparison.steps],
+        [(step, asdict(e)) for step, e in comparison.steps],
     )
