@@ -86,6 +86,11 @@ def sha256_hex(*parts: bytes | str | Path) -> str:
     return digest.hexdigest()
 
 
+def json_sha256(value: Any) -> str:
+    """The SHA-256 hex digest of ``value``'s canonical JSON (sorted keys, no spaces, UTF-8)."""
+    return sha256_hex(json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+
+
 def read_json(path: Path, *, key: str | None = None) -> Any:
     """The parsed content of a JSON file; one unreadable or not JSON is an InputError naming it."""
     try:

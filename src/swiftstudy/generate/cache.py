@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftstudy.constants import GENERATION_CACHE_SUBDIR
-from swiftstudy.fileio import sha256_hex, write_text_atomic
+from swiftstudy.fileio import json_sha256, write_text_atomic
 from swiftstudy.generate.base import Generator, Prompt, messages_to_json
 from swiftstudy.model.loading import default_cache_dir
 
@@ -40,8 +40,7 @@ class GenerationCache:
     def key(settings: dict[str, Any], prompt: Prompt) -> str:
         """The cache key of one request: a hex SHA-256 of its settings and messages."""
         request = {"v": _FORMAT_VERSION, "settings": settings, "messages": messages_to_json(prompt)}
-        canonical = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return sha256_hex(canonical)
+        return json_sha256(request)
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"

@@ -26,7 +26,7 @@ import torch
 
 from swiftstudy.constants import DEFAULT_MAX_LENGTH, ON_OVERFLOW_ERROR
 from swiftstudy.data import Example, TokenizedExample, tokenize_examples
-from swiftstudy.fileio import sha256_hex, write_text_atomic
+from swiftstudy.fileio import json_sha256, write_text_atomic
 from swiftstudy.gradients.batching import collate, default_batch_tokens, plan_batches
 from swiftstudy.gradients.loss import compute_completion_nll
 from swiftstudy.model import Checkpoint
@@ -124,7 +124,7 @@ class NllCache:
         write_text_atomic(self._path(settings), json.dumps(payload, indent=0) + "\n")
 
     def _path(self, settings: dict[str, Any]) -> Path:
-        return self.folder / f"{_digest(settings)}.json"
+        return self.folder / f"{json_sha256(settings)}.json"
 
 
 def score_checkpoint(
@@ -180,9 +180,4 @@ def score_checkpoint(
 def _query_key(example: Example) -> str:
     """What the NLL depends on besides the model: every field the rendering may read."""
     plain = asdict(replace(example, record={}))  # not rendered: not worth asdict's deep copy
-    return _digest({k: v for k, v in plain.items() if k not in _NAMING_FIELDS})
-
-
-def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return sha256_hex(text)
+    return json_sha256({k: v for k, v in plain.items() if k not in _NAMING_FIELDS})

@@ -44,7 +44,7 @@ from swiftstudy.constants import (
 )
 from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
-from swiftstudy.fileio import sha256_hex, write_text_atomic
+from swiftstudy.fileio import json_sha256, sha256_hex, write_text_atomic
 from swiftstudy.generate import CachedGenerator, GenerationCache
 from swiftstudy.model import Checkpoint, discover_checkpoints, hash_checkpoint, resolve_device
 from swiftstudy.rundir import check_folder, hash_input, hash_inputs, save_run_config
@@ -358,8 +358,7 @@ def _run_key(train: dict[str, Any], data_hashes: list[str | None], init: str | N
         "data_sha256": data_hashes,
         "init_sha256": init,
     }
-    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return sha256_hex(text)
+    return json_sha256(payload)
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
