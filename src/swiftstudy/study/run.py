@@ -225,6 +225,7 @@ def run_studies(
             procs,
             command=command,
             report=report,
+            shared=len(specs),
         )
     if procs.is_main:
         computed.job.partial.clear()
@@ -299,8 +300,10 @@ def _finish_study(
     *,
     command: str | None,
     report: bool,
+    shared: int = 1,
 ) -> StudyResult:
-    """A study's tables from the Gram matrices, written (rank 0) with its config and report."""
+    """A study's tables from the Gram matrices, written (rank 0) with its config and report;
+    ``shared``: how many studies the Gram matrices were computed for."""
     grams, dims, work = computed.grams, computed.dims, computed.work
     scores, relinf = compute_tables(spec, checkpoints, grams, tokenized, rows_of)
     result = StudyResult(
@@ -318,11 +321,12 @@ def _finish_study(
     inputs = hash_inputs(s.path for s in spec.sets)
     save_run_config(out_dir / CONFIG_YAML, config, command=command, inputs=inputs)
     logger.info(
-        "wrote %s: %d gradient(s) computed, %d read from the cache, %d checkpoint(s) resumed",
+        "wrote %s: %d gradient(s) computed, %d read from the cache, %d checkpoint(s) resumed%s",
         out_dir,
         work.computed,
         work.cached,
         work.resumed,
+        f" (for the {shared} studies together)" if shared > 1 else "",
     )
     if report:
         # Imported here: the report draws with matplotlib, which the computation does not need.
