@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from swiftstudy.data import Example, Message, tokenize_examples
 from swiftstudy.errors import InputError
 from swiftstudy.validate import compute_completion_nlls, validate_spec_from_dict
 from swiftstudy.validate.stats import compute_paired_mean_interval
+from test_validate_run import _rows, _write_jsonl, write_base_and_data
 
 TRAIN = {
     "lr": 0.01,
@@ -78,22 +78,6 @@ def test_batched_nlls_equal_a_plain_forward_pass():
         assert query.nll == pytest.approx(_plain_nll(model, example), rel=1e-10)
 
 
-def _rows(prefix: str, n: int) -> list[dict]:
-    return [
-        {
-            "id": f"{prefix}{i}",
-            "task": f"t{i % 2}",
-            "prompt": f"What is {i} plus {i}?",
-            "response": f"The answer is {2 * i}.",
-        }
-        for i in range(n)
-    ]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _spec(root: Path, runs: list[dict], **changes):
     data = {
         "model": "base",
@@ -110,12 +94,7 @@ def _spec(root: Path, runs: list[dict], **changes):
 @pytest.fixture()
 def base_run(tmp_path: Path) -> Path:
     """A tiny base model folder, data, an eval set, and a trained base run in ``first/``."""
-    tokenizer = build_tiny_tokenizer()
-    build_tiny_llama(len(tokenizer), seed=0).save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    _write_jsonl(tmp_path / "add.jsonl", _rows("a", 4))
-    _write_jsonl(tmp_path / "more.jsonl", _rows("b", 4))
-    _write_jsonl(tmp_path / "eval.jsonl", _rows("e", 6))
+    write_base_and_data(tmp_path, more=4, evals=6)
     spec = _spec(tmp_path, [{"name": "base", "data": ["add.jsonl"]}])
     swiftstudy.run_validation(spec, tmp_path / "first", loss_only=True, progress=False)
     return tmp_path

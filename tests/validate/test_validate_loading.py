@@ -10,9 +10,8 @@ import torch
 import yaml
 
 import swiftstudy.validate.run as run_module
-from conftest import build_tiny_llama, build_tiny_tokenizer
 from swiftstudy.validate import run_validation
-from test_validate_run import _rows, _write_jsonl, _write_spec
+from test_validate_run import _write_spec, write_base_and_data
 
 ONE_RUN = [{"name": "base", "data": ["add.jsonl"]}]
 
@@ -20,12 +19,7 @@ ONE_RUN = [{"name": "base", "data": ["add.jsonl"]}]
 @pytest.fixture()
 def validate_dir(tmp_path: Path) -> Path:
     """A tiny base model folder, training data, an eval set and a spec (``device: cpu``)."""
-    tokenizer = build_tiny_tokenizer()
-    build_tiny_llama(len(tokenizer), seed=0).save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    _write_jsonl(tmp_path / "add.jsonl", _rows("a", 4))
-    _write_jsonl(tmp_path / "more.jsonl", _rows("b", 2))
-    _write_jsonl(tmp_path / "eval.jsonl", _rows("e", 3))
+    write_base_and_data(tmp_path, evals=3)
     _write_spec(tmp_path, runs=ONE_RUN)
     return tmp_path
 

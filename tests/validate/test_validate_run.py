@@ -71,16 +71,20 @@ def _write_spec(root: Path, **changes) -> Path:
     return path
 
 
+def write_base_and_data(root: Path, *, more: int = 2, evals: int = 5) -> None:
+    """A tiny base model folder, ``add.jsonl`` (4 rows), ``more.jsonl`` and ``eval.jsonl``."""
+    tokenizer = build_tiny_tokenizer()
+    build_tiny_llama(len(tokenizer), seed=0).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    _write_jsonl(root / "add.jsonl", _rows("a", 4))
+    _write_jsonl(root / "more.jsonl", _rows("b", more))
+    _write_jsonl(root / "eval.jsonl", _rows("e", evals))
+
+
 @pytest.fixture()
 def validate_dir(tmp_path: Path) -> Path:
     """A tiny base model folder, training data, an eval set and a spec."""
-    tokenizer = build_tiny_tokenizer()
-    base = build_tiny_llama(len(tokenizer), seed=0)
-    base.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    _write_jsonl(tmp_path / "add.jsonl", _rows("a", 4))
-    _write_jsonl(tmp_path / "more.jsonl", _rows("b", 2))
-    _write_jsonl(tmp_path / "eval.jsonl", _rows("e", 5))
+    write_base_and_data(tmp_path)
     _write_spec(tmp_path)
     return tmp_path
 
