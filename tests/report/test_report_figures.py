@@ -117,3 +117,25 @@ def test_gradient_norms_are_log_log_and_skip_zero_gradients():
     assert sum(len(c.get_offsets()) for c in panels[0].collections) == 6
     with pytest.raises(ValueError):
         plot_gradient_norms([NormPoint(10, "x", 3, 0.0)])
+
+
+def test_a_figure_is_laid_out_once_for_all_its_formats(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    from swiftstudy.report.figures import save_figure
+
+    calls = []
+    real = ConstrainedLayoutEngine.execute
+
+    def counted(self, fig):
+        calls.append(fig)
+        return real(self, fig)
+
+    monkeypatch.setattr(ConstrainedLayoutEngine, "execute", counted)
+    fig = Figure(figsize=(3, 2), layout="constrained")
+    fig.add_subplot().set_xlabel("a long label that the layout makes room for")
+    written = save_figure(fig, tmp_path / "figure", ("png", "svg"))
+    assert [p.name for p in written] == ["figure.png", "figure.svg"]
+    assert all(p.stat().st_size > 0 for p in written)
+    assert len(calls) == 1

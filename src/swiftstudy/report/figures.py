@@ -215,11 +215,16 @@ def save_figures(
 
 
 def save_figure(fig: Figure, target: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Write ``fig`` to ``target`` with each format's suffix, atomically; returns the paths."""
+    """Write ``fig`` to ``target`` with each format's suffix, atomically; returns the paths.
+
+    The layout is computed once, for the first format: the others keep its positions (laying out
+    a heatmap's tick labels again is most of a report's time).
+    """
     written = []
     for fmt in formats:
         path = target.with_suffix(f".{fmt}")
         _save_atomically(fig, path)
+        fig.set_layout_engine("none")
         logger.debug("wrote %s", path)
         written.append(path)
     return written
