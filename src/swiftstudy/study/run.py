@@ -158,22 +158,26 @@ def run_studies(
         _check_same_settings(first, spec)
     if len({Path(key).resolve() for key in specs}) < len(specs):
         raise ValueError("run_studies needs a different output folder for each study")
-    examples, checkpoints, rates = {}, {}, {}
+    examples, rates, files = {}, {}, {}
+    ckpts = _discover(first)
     for key, spec in specs.items():
-        loaded = {s.name: load_examples(s.path, **s.load_options()) for s in spec.sets}
+        loaded = {}
+        for s in spec.sets:  # a file two studies share is read once
+            options = s.load_options()
+            read = (str(s.path), repr(options))
+            if read not in files:
+                files[read] = load_examples(s.path, **options)
+            loaded[s.name] = files[read]
         check_pairs(spec, {name: [e.task for e in exs] for name, exs in loaded.items()})
         examples[key] = loaded
-        checkpoints[key] = _discover(spec)
-        rates[key] = compute_learning_rates(spec, checkpoints[key])
-    ckpts = checkpoints[next(iter(specs))]
-    for key, spec in specs.items():
-        if checkpoints[key] != ckpts:
+        if spec is not first and _discover(spec) != ckpts:
             raise spec_key_error(
                 spec.spec_path,
                 "names other checkpoints than the first study's: studies run together must "
                 "study the same checkpoints",
                 ("checkpoints",),
             )
+        rates[key] = compute_learning_rates(spec, ckpts)
     for key, spec in specs.items():
         claim_run_folder(
             Path(key),
