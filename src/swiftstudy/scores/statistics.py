@@ -105,6 +105,9 @@ class Estimate:
     verdict: str
 
 
+_NO_VALUE = Estimate(None, None, None, VERDICT_NO_INTERVAL)
+
+
 @dataclass(frozen=True)
 class Trend:
     """The least-squares slope of a series over step (per step), with its interval."""
@@ -281,7 +284,7 @@ def decide_verdict(ci_low: float | None, ci_high: float | None) -> str:
 def compute_estimate(value: float | None, replicates: np.ndarray, level: float) -> Estimate:
     """A value with the percentile interval of its replicates and the verdict."""
     if value is None or not math.isfinite(value):
-        return Estimate(None, None, None, VERDICT_NO_INTERVAL)
+        return _NO_VALUE
     low, high = compute_percentile_interval(replicates, level)
     return Estimate(value, low, high, decide_verdict(low, high))
 
@@ -417,7 +420,8 @@ def compute_metric_series(
     counts = _draw_set_counts(metrics, settings)
     series = []
     for metric in metrics:
-        values = np.array([_nan(compute_mean(m.relinf, m.used)) for m in metric.matrices])
+        means = [compute_mean(m.relinf, m.used) for m in metric.matrices]
+        values = np.array(means, dtype=np.float64)  # None (no pairs) becomes NaN
         probe_counts, eval_counts = counts[metric.probes], counts[metric.evals]
         replicates = np.stack(
             [
@@ -464,25 +468,16 @@ def _draw_set_counts(
     return {name: draw_resample_counts(n, settings, name) for name, n in sizes.items()}
 
 
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else value
-
-
-def _value(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 def _summarize(
     steps: Sequence[int], values: np.ndarray, replicates: np.ndarray, level: float
 ) -> tuple[tuple[Estimate, ...], SeriesSummary]:
     """Per-step estimates and the summary of one series (values ``(S,)``, replicates ``(B, S)``)."""
     estimates = tuple(
-        compute_estimate(_value(v), replicates[:, k], level) for k, v in enumerate(values)
+        compute_estimate(float(v), replicates[:, k], level) for k, v in enumerate(values)
     )
     have = np.isfinite(values)
     if not have.any():
-        empty = Estimate(None, None, None, VERDICT_NO_INTERVAL)
-        return estimates, SeriesSummary(empty, None, None)
+        return estimates, SeriesSummary(_NO_VALUE, None, None)
     mean = compute_estimate(float(values[have].mean()), replicates[:, have].mean(axis=1), level)
     positive = sum(e.ci_low is not None and e.ci_low > 0 for e in estimates)
     trend = None
@@ -524,17 +519,15 @@ def _comparison(
 ) -> Comparison:
     steps, values, replicates = compute_difference_series(a, b, series_a, series_b)
     estimates, summary = _summarize(steps, values, replicates, level)
-    steps_a = [m.step for m in a.matrices]
-    steps_b = [m.step for m in b.matrices]
-    va = [_value(series_a[0][steps_a.index(s)]) for s in steps]
-    vb = [_value(series_b[0][steps_b.index(s)]) for s in steps]
+    # a − b > 0 exactly when a > b (IEEE subtraction keeps the sign; NaN, no value, is neither),
+    # so this is find_overtake_step on the two series.
     return Comparison(
         metric=a.name,
         baseline=b.name,
         steps=tuple(zip(steps, estimates, strict=True)),
         summary=summary,
-        metric_above_from=find_overtake_step(steps, va, vb),
-        baseline_above_from=find_overtake_step(steps, vb, va),
+        metric_above_from=find_lasting_step(steps, values > 0),
+        baseline_above_from=find_lasting_step(steps, values < 0),
         metric_significantly_above_from=find_lasting_step(
             steps, [e.verdict == VERDICT_POSITIVE for e in estimates]
         ),

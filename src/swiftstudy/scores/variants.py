@@ -37,12 +37,12 @@ from swiftstudy.constants import (
     NORMALIZATION_COSINE,
     NORMALIZATION_RELINF,
     NORMALIZATIONS,
-    VERDICT_NO_INTERVAL,
     WEIGHTING_LAST,
     WEIGHTING_LR,
     WEIGHTING_MEAN,
 )
 from swiftstudy.scores.statistics import (
+    _NO_VALUE,
     BootstrapSettings,
     Estimate,
     MetricPairs,
@@ -50,8 +50,6 @@ from swiftstudy.scores.statistics import (
     compute_estimate,
     compute_metric_series,
 )
-
-_NO_VALUE = Estimate(None, None, None, VERDICT_NO_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -245,21 +243,26 @@ def compute_weighted_estimate(
     settings = settings or BootstrapSettings()
     ((values, replicates),) = compute_metric_series([metric], settings)
     steps = [m.step for m in metric.matrices]
-    weights = compute_checkpoint_weights(
-        values, weighting, _rates_of(steps, weighting, learning_rates)
-    )
-    return combine_checkpoints(values, replicates, weights, settings.level)
+    return _combine(steps, values, replicates, weighting, learning_rates, settings.level)
 
 
-def _rates_of(
-    steps: Sequence[int], weighting: str, learning_rates: Mapping[int, float] | None
-) -> list[float] | None:
-    if weighting != WEIGHTING_LR:
-        return None
-    missing = [s for s in steps if learning_rates is None or s not in learning_rates]
-    if missing:
-        raise ValueError(f"no learning rate for step(s) {missing}")
-    return [learning_rates[s] for s in steps]
+def _combine(
+    steps: Sequence[int],
+    values: np.ndarray,
+    replicates: np.ndarray,
+    weighting: str,
+    learning_rates: Mapping[int, float] | None,
+    level: float,
+) -> Estimate:
+    """A series (and its replicates) combined over its steps with a weighting."""
+    rates = None
+    if weighting == WEIGHTING_LR:
+        missing = [s for s in steps if learning_rates is None or s not in learning_rates]
+        if missing:
+            raise ValueError(f"no learning rate for step(s) {missing}")
+        rates = [learning_rates[s] for s in steps]
+    weights = compute_checkpoint_weights(values, weighting, rates)
+    return combine_checkpoints(values, replicates, weights, level)
 
 
 def decide_control_verdict(margin: Estimate, control: str) -> str:
@@ -319,15 +322,11 @@ def _margin(
     level: float,
 ) -> ControlMargin:
     steps, values, replicates = compute_difference_series(metric, control, *series)
+    margin = _NO_VALUE
     if np.isfinite(values).any():
-        weights = compute_checkpoint_weights(
-            values, weighting, _rates_of(steps, weighting, learning_rates)
-        )
-        margin = combine_checkpoints(values, replicates, weights, level)
-    else:
-        margin = _NO_VALUE
+        margin = _combine(steps, values, replicates, weighting, learning_rates, level)
     per_step = tuple(
-        (step, compute_estimate(_finite(v), replicates[:, k], level))
+        (step, compute_estimate(float(v), replicates[:, k], level))
         for k, (step, v) in enumerate(zip(steps, values, strict=True))
     )
     return ControlMargin(
@@ -338,10 +337,6 @@ def _margin(
         margin=margin,
         verdict=decide_control_verdict(margin, control.probes),
     )
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -389,16 +384,11 @@ def compute_variant_scores(
         values = []
         for metric in metrics:
             v, replicates = series[metric.name]
-            if not np.isfinite(v).any():
-                values.append((metric.name, _NO_VALUE))
-                continue
-            steps = [m.step for m in metric.matrices]
-            weights = compute_checkpoint_weights(
-                v, weighting, _rates_of(steps, weighting, learning_rates)
-            )
-            values.append(
-                (metric.name, combine_checkpoints(v, replicates, weights, settings.level))
-            )
+            estimate = _NO_VALUE
+            if np.isfinite(v).any():
+                steps = [m.step for m in metric.matrices]
+                estimate = _combine(steps, v, replicates, weighting, learning_rates, settings.level)
+            values.append((metric.name, estimate))
         margins = tuple(
             _margin(
                 by_name[name],
