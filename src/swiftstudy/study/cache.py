@@ -195,10 +195,7 @@ class GradientCache:
 
         Safe while other processes write: a file is either absent or complete.
         """
-        example = example_digest(sequence)
-        loaded = self._load(
-            self.path(checkpoint, example), "gradient", self._metadata(checkpoint, example)
-        )
+        loaded = self._load(*self._entry(checkpoint, sequence))
         return None if loaded is None else loaded[0]
 
     def load_dots(
@@ -210,9 +207,7 @@ class GradientCache:
             float64: the dot product with each kept row, then the row's squared norm; and the
             row's dimension.
         """
-        example = example_digest(sequence)
-        path = self.dots_path(checkpoint, evals, example)
-        loaded = self._load(path, "dots", self._metadata(checkpoint, example, evals))
+        loaded = self._load(*self._entry(checkpoint, sequence, evals))
         if loaded is None or not loaded[1].get("dim", "").isdigit():
             return None
         return loaded[0], int(loaded[1]["dim"])
@@ -246,39 +241,41 @@ class GradientCache:
         stored only in the moment between renames. A write error (disk full, no permission) is
         logged once, and nothing more is stored by this instance.
         """
-        self._save(
-            [
-                (
-                    self.path(checkpoint, example),
-                    "gradient",
-                    row,
-                    self._metadata(checkpoint, example),
-                )
-                for example, row in ((example_digest(s), r) for s, r in rows)
-            ]
-        )
+        self._save([(*self._entry(checkpoint, s), row) for s, row in rows])
 
     def save_dots(self, checkpoint: str, evals: str, rows: SequenceRows, dim: int) -> None:
         """Store rows' dot products with the kept rows ``evals``, and the rows' dimension ``dim``
         (see :meth:`load_dots`)."""
-        self._save(
-            [
-                (
-                    self.dots_path(checkpoint, evals, example),
-                    "dots",
-                    dots,
-                    {**self._metadata(checkpoint, example, evals), "dim": str(dim)},
-                )
-                for example, dots in ((example_digest(s), d) for s, d in rows)
-            ]
-        )
+        self._save([(*self._entry(checkpoint, s, evals, dim), dots) for s, dots in rows])
 
-    def _save(self, entries: Sequence[tuple[Path, str, torch.Tensor, dict[str, str]]]) -> None:
+    def _entry(
+        self,
+        checkpoint: str,
+        sequence: TokenSequence,
+        evals: str | None = None,
+        dim: int | None = None,
+    ) -> tuple[Path, str, dict[str, str]]:
+        """The file, tensor name and metadata of a row (with ``evals``: of its dot products)."""
+        example = example_digest(sequence)
+        metadata = {
+            "format": str(CACHE_FORMAT),
+            "settings": self._digest,
+            "checkpoint": checkpoint,
+            "example": example,
+        }
+        if evals is None:
+            return self.path(checkpoint, example), "gradient", metadata
+        metadata["evals"] = evals
+        if dim is not None:
+            metadata["dim"] = str(dim)
+        return self.dots_path(checkpoint, evals, example), "dots", metadata
+
+    def _save(self, entries: Sequence[tuple[Path, str, dict[str, str], torch.Tensor]]) -> None:
         if self._write_error is not None:
             return
         pending: list[tuple[Path, Path]] = []
         try:
-            for path, name, row, metadata in entries:
+            for path, name, metadata, row in entries:
                 if path.is_file() and path not in self._damaged:
                     continue
                 self._sweep(path.parent.parent)
@@ -308,17 +305,6 @@ class GradientCache:
         if self.written_rows and not path.is_file():
             settings = {"format": CACHE_FORMAT, **asdict(self.settings)}
             write_text_atomic(path, json.dumps(settings, indent=1) + "\n")
-
-    def _metadata(self, checkpoint: str, example: str, evals: str | None = None) -> dict[str, str]:
-        metadata = {
-            "format": str(CACHE_FORMAT),
-            "settings": self._digest,
-            "checkpoint": checkpoint,
-            "example": example,
-        }
-        if evals is not None:
-            metadata["evals"] = evals
-        return metadata
 
     def _sweep(self, checkpoint_folder: Path) -> None:
         """Delete temporary files that killed writers left in a checkpoint's folder (once)."""
