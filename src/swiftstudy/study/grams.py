@@ -147,15 +147,6 @@ class GramJob:
         """For each example, its ``(row index, variant)`` pairs in row order."""
         return rows_by_sequence(self.rows, len(self.sequences))
 
-    def rows_of_batches(
-        self, batches: Sequence[tuple[int, ...]], only: Collection[int] | None = None
-    ) -> list[list[int]]:
-        """Each batch's Gram rows (of ``only`` those, if given), in the order batches yield them."""
-        return [
-            [r for i in batch for r, _ in self.rows_of_sequence[i] if only is None or r in only]
-            for batch in batches
-        ]
-
     def by_variant(
         self, items: Iterable[tuple[int, torch.Tensor]]
     ) -> dict[str, list[tuple[TokenSequence, torch.Tensor]]]:
@@ -235,9 +226,7 @@ class _CheckpointGram:
         dots = self._read_dots() if procs.is_main else {}
         lacking = procs.share_ints([n_rows - len(dots)] if procs.is_main else None)[0]
         if lacking:
-            kept = self._kept_rows(dots)
-            self._streamed_rows(dots, kept)
-            del kept
+            self._streamed_rows(dots, self._kept_rows(dots))
         if procs.is_main:
             for row, values in dots.items():
                 _fill(gram, job.kept, row, values)
@@ -267,12 +256,15 @@ class _CheckpointGram:
                 self.dim = dim
         return found
 
-    def _save_dots(self, dots: dict[int, torch.Tensor]) -> None:
+    def _save_dots(self, dots: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Cache ``dots`` (Gram row -> values), each in its variant's cache; return them."""
         job = self.job
-        if not job.caches:
-            return
-        for variant, entries in job.by_variant(dots.items()).items():
-            job.caches[variant].save_dots(self.key.of(variant), job.kept_digest, entries, self.dim)
+        if job.caches:
+            for variant, entries in job.by_variant(dots.items()).items():
+                job.caches[variant].save_dots(
+                    self.key.of(variant), job.kept_digest, entries, self.dim
+                )
+        return dots
 
     # -- step 3: the kept rows ------------------------------------------------------------------
 
@@ -303,11 +295,8 @@ class _CheckpointGram:
             return None
         self.dim = kept.shape[1]
         block = compute_dot_products(kept).cpu()
-        fresh = {}
-        for p, index in enumerate(job.kept):
-            fresh[index] = torch.cat([block[p], block[p, p : p + 1]])
-        dots.update(fresh)
-        self._save_dots(fresh)
+        fresh = {i: torch.cat([block[p], block[p, p : p + 1]]) for p, i in enumerate(job.kept)}
+        dots.update(self._save_dots(fresh))
         return kept
 
     def _read_rows(self, indices: Sequence[int]) -> tuple[torch.Tensor | None, list[int]]:
@@ -346,7 +335,7 @@ class _CheckpointGram:
             lacking = [i for i in range(len(job.rows)) if i not in dots and i not in kept_set]
             extra = [i for i in lacking if i in self.extra]
             if extra:
-                self._take_dots(dots, extra, torch.stack([self.extra[i] for i in extra]), kept)
+                dots.update(self._dots(extra, torch.stack([self.extra[i] for i in extra]), kept))
             still = [i for i in lacking if i not in self.extra]
             unread = set()
             # Rows found in the cache, a batch's worth at a time: never all probes at once.
@@ -356,7 +345,7 @@ class _CheckpointGram:
                 unread.update(chunk_unread)
                 found = [p for p, i in enumerate(chunk) if job.rows[i][0] not in chunk_unread]
                 if found:
-                    self._take_dots(dots, [chunk[p] for p in found], rows[found], kept)
+                    dots.update(self._dots([chunk[p] for p in found], rows[found], kept))
             missing = sorted(unread)
         self.extra = {}
         missing = procs.share_ints(missing)
@@ -368,56 +357,51 @@ class _CheckpointGram:
             shape = (len(job.kept), self.dim)
             kept = procs.share_tensor(kept, shape, job.row_dtype).to(procs.device)
         streamed = set(range(len(job.rows))) - set(job.kept)
-        batches = self._batches(missing)
-        mine = self._share(batches, "streamed")
-        per_batch = job.rows_of_batches(batches, only=streamed)
-        counts = [sum(len(p) for p in procs.shard(per_batch, r)) for r in range(procs.world_size)]
+        mine, per_rank = self._deal(missing, "streamed", only=streamed)
         own = [torch.empty((0, len(job.kept) + 1), dtype=torch.float64)]
         for batch in mine:
             indices, rows = self._compute(batch)
             pick = [p for p, i in enumerate(indices) if i in streamed]
-            fresh = dict(zip([indices[p] for p in pick], self._dots(rows[pick], kept), strict=True))
-            self._save_dots(fresh)
-            own.extend(fresh.values())
+            own.extend(self._dots([indices[p] for p in pick], rows[pick], kept).values())
         own_values = torch.vstack(own)
-        received = procs.collect_rows(own_values.to(procs.device), counts)
+        received = procs.collect_rows(own_values.to(procs.device), [len(r) for r in per_rank])
         if not procs.is_main:
             return
         for rank, values in enumerate([own_values, *received]):
-            indices = [index for place in procs.shard(per_batch, rank) for index in place]
-            dots.update(zip(indices, values.cpu(), strict=True))
+            dots.update(zip(per_rank[rank], values.cpu(), strict=True))
             if rank:
-                self.on_rows(len({job.rows[i][0] for i in indices}))
+                self.on_rows(len({job.rows[i][0] for i in per_rank[rank]}))
 
-    def _take_dots(
-        self,
-        dots: dict[int, torch.Tensor],
-        indices: Sequence[int],
-        rows: torch.Tensor,
-        kept: torch.Tensor,
-    ) -> None:
-        """Put the dot products of Gram rows ``indices`` (values ``rows``) in ``dots``, cached."""
-        fresh = dict(zip(indices, self._dots(rows, kept), strict=True))
-        dots.update(fresh)
-        self._save_dots(fresh)
-
-    def _dots(self, rows: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-        """``(B, K + 1)`` float64: each row's dot products with the kept rows, then its sqnorm."""
+    def _dots(
+        self, indices: Sequence[int], rows: torch.Tensor, kept: torch.Tensor
+    ) -> dict[int, torch.Tensor]:
+        """Gram rows ``indices`` (values ``rows``) -> float64 dot products with the kept rows,
+        then the row's squared norm; cached."""
         products = compute_dot_products(rows, kept)
         sqnorms = compute_dot_products(rows).diagonal()  # B² dot products, B ≪ K
-        return torch.cat([products, sqnorms[:, None]], dim=1).cpu()
+        values = torch.cat([products, sqnorms[:, None]], dim=1).cpu()
+        return self._save_dots(dict(zip(indices, values, strict=True)))
 
     # -- computing batches ---------------------------------------------------------------------
 
-    def _batches(self, sequences: Sequence[int]) -> list[tuple[int, ...]]:
-        job = self.job
+    def _deal(
+        self, sequences: Sequence[int], what: str, only: Collection[int] | None = None
+    ) -> tuple[list[tuple[int, ...]], list[list[int]]]:
+        """Batch ``sequences`` and deal the batches to the ranks (every ``world_size``-th).
+
+        Returns:
+            This rank's batches, and the Gram rows (of ``only`` those, if given) each rank
+            computes, in the order its batches yield them.
+        """
+        job, procs = self.job, self.job.processes
         lengths = [len(job.sequences[i][0]) for i in sequences]
         plan = plan_batches(lengths, max_examples=job.max_examples, max_tokens=job.max_tokens)
-        return [tuple(sequences[k] for k in batch) for batch in plan]
-
-    def _share(self, batches: list[tuple[int, ...]], what: str) -> list[tuple[int, ...]]:
-        """This rank's batches (every ``world_size``-th), logged under a launcher."""
-        procs = self.job.processes
+        batches = [tuple(sequences[k] for k in batch) for batch in plan]
+        places = [
+            [r for i in batch for r, _ in job.rows_of_sequence[i] if only is None or r in only]
+            for batch in batches
+        ]
+        per_rank = [[i for b in procs.shard(places, r) for i in b] for r in range(procs.world_size)]
         mine = procs.shard(batches)
         if procs.world_size > 1:
             logger.info(
@@ -428,7 +412,7 @@ class _CheckpointGram:
                 len(batches),
                 what,
             )
-        return mine
+        return mine, per_rank
 
     def _compute(self, batch: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
         """One batch's Gram rows (every row of its examples): indices and values, cached."""
@@ -450,10 +434,7 @@ class _CheckpointGram:
         Rank 0 places its own rows batch by batch; each other rank sends its share at once.
         """
         job, procs = self.job, self.job.processes
-        batches = self._batches(sequences)
-        mine = self._share(batches, "kept")
-        places = job.rows_of_batches(batches)
-        counts = [sum(len(p) for p in procs.shard(places, r)) for r in range(procs.world_size)]
+        mine, per_rank = self._deal(sequences, "kept")
         own, offset = None, 0
         for batch in mine:
             indices, rows = self._compute(batch)
@@ -462,18 +443,17 @@ class _CheckpointGram:
                     place(index, row)
                 continue
             if own is None:
-                own = rows.new_empty((counts[procs.rank], rows.shape[1]))
+                own = rows.new_empty((len(per_rank[procs.rank]), rows.shape[1]))
             own[offset : offset + len(rows)] = rows
             offset += len(rows)
         self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0]
         if own is None:
             own = torch.empty((0, self.dim), dtype=job.row_dtype, device=procs.device)
-        received = procs.collect_rows(own, counts)
+        received = procs.collect_rows(own, [len(r) for r in per_rank])
         for rank, rows in enumerate(received, start=1):
-            indices = [i for batch_rows in procs.shard(places, rank) for i in batch_rows]
-            for index, row in zip(indices, rows, strict=True):
+            for index, row in zip(per_rank[rank], rows, strict=True):
                 place(index, row)
-            self.on_rows(len({job.rows[i][0] for i in indices}))
+            self.on_rows(len({job.rows[i][0] for i in per_rank[rank]}))
 
 
 def _fill(gram: torch.Tensor, kept: Sequence[int], row: int, values: torch.Tensor) -> None:
