@@ -133,7 +133,6 @@ def start_processes(device: torch.device) -> Iterator[Processes]:
         )
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
-    if device.type == "cuda":
         torch.cuda.set_device(device)
     created = not dist.is_initialized()
     if created:
@@ -148,7 +147,6 @@ def start_processes(device: torch.device) -> Iterator[Processes]:
 
 def _launcher_env() -> tuple[int, int, int]:
     """``(WORLD_SIZE, RANK, LOCAL_RANK)`` from the environment; ``(1, 0, 0)`` without one."""
-    names = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
     try:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size == 1:
@@ -156,7 +154,7 @@ def _launcher_env() -> tuple[int, int, int]:
         rank = int(os.environ["RANK"])
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     except (KeyError, ValueError) as err:
-        found = {name: os.environ.get(name) for name in names}
+        found = {name: os.environ.get(name) for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
         raise InputError(
             f"a launcher's process environment is incomplete or not integers: {found}",
             key="RANK",

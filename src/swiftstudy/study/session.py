@@ -208,12 +208,12 @@ class Session:
                 for s in spec.sets
             ),
         )
-        examples = {}
-        for s in spec.sets:
-            if s.name in in_memory:
-                examples[s.name] = parse_examples(in_memory[s.name][0], source=f"sets.{s.name}")
-            else:
-                examples[s.name] = load_examples(s.path, **s.load_options())
+        examples = {
+            s.name: parse_examples(in_memory[s.name][0], source=f"sets.{s.name}")
+            if s.name in in_memory
+            else load_examples(s.path, **s.load_options())
+            for s in spec.sets
+        }
         return spec, examples
 
     def _checkpoint_keys(self, spec: StudySpec) -> list[CheckpointKeys]:

@@ -53,7 +53,14 @@ def compute_tables(
                 [e.task for e in probes], [e.task for e in evals], metric.context
             )
             value = aggregate_metric(relinf, valid, pairs)
-            _warn_excluded(metric, ckpt, value.n_excluded_evals)
+            if value.n_excluded_evals:
+                logger.warning(
+                    "step %d, %s: %d eval example(s) have a zero gradient, "
+                    "hence no RelInf: left out",
+                    ckpt.step,
+                    metric.name,
+                    value.n_excluded_evals,
+                )
             values.append((metric, ckpt, value.value, value.n_pairs))
             matrices[metric.name].append(
                 PairMatrix(ckpt.step, relinf.numpy(), (pairs & valid.unsqueeze(0)).numpy())
@@ -138,21 +145,7 @@ def _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs)
 def _dedupe(rows: list[RelInfRow]) -> list[RelInfRow]:
     """Keep one row per (step, probe, eval): in-task and cross-task metrics never share a pair,
     but two metrics of the same context and sets would."""
-    seen: set[tuple] = set()
-    unique = []
+    unique: dict[tuple, RelInfRow] = {}
     for row in rows:
-        key = (row.step, row.probe_set, row.probe_id, row.eval_set, row.eval_id)
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    return unique
-
-
-def _warn_excluded(metric: MetricSpec, ckpt: Checkpoint, n: int) -> None:
-    if n:
-        logger.warning(
-            "step %d, %s: %d eval example(s) have a zero gradient, hence no RelInf: left out",
-            ckpt.step,
-            metric.name,
-            n,
-        )
+        unique.setdefault((row.step, row.probe_set, row.probe_id, row.eval_set, row.eval_id), row)
+    return list(unique.values())
