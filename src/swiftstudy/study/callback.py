@@ -45,7 +45,7 @@ from swiftstudy.constants import (
     PRECONDITIONER_ADAM,
     WEIGHTING_LR,
 )
-from swiftstudy.data import load_examples, tokenize_examples
+from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.model import Checkpoint, TargetModule, find_targets, hash_checkpoint
 from swiftstudy.scores import compute_interval_learning_rates
@@ -56,6 +56,7 @@ from swiftstudy.study.compute import (
     compute_set_grams,
     resolve_config,
     token_records,
+    tokenize_sets,
     used_sets,
 )
 from swiftstudy.study.distributed import Processes
@@ -232,17 +233,10 @@ class _LiveStudy:
             device=str(first.device),
         )
         # Tokenized again at each step, with the study's code; here to fail before training.
-        tokenized = {
-            name: tokenize_examples(
-                exs, tokenizer, max_length=spec.max_length, on_overflow=spec.on_overflow
-            )
-            for name, exs in callback._examples.items()
-        }
-        check_pairs(spec, {n: [t.example.task for t in toks] for n, toks in tokenized.items()})
+        tokenize_sets(spec, callback._examples, tokenizer)
         # No gradient cache: the live weights are never seen again.
-        live = StudyModel(
-            spec.model, _LiveStates(model, targets), tokenizer, "", spec.dtype, first.device
-        )
+        states = _LiveStates(model, targets, kind)
+        live = StudyModel(spec.model, states, tokenizer, "", spec.dtype, first.device)
         return cls(callback, spec, live, _processes(first.device))
 
     def study(self, output_dir: str, step: int, model: torch.nn.Module) -> None:
@@ -282,24 +276,22 @@ class _LiveStudy:
             rank=self.processes.rank,
             norms=tuple(compute_norm_rows(checkpoints, grams, tokenized, rows_of)),
             tokens=tuple(token_records(tokenized)),
-            config=self._config(state) if self.processes.is_main else None,
+            config=self._config(state, checkpoints) if self.processes.is_main else None,
         )
         if write and self.processes.is_main:
             result.save(out_dir, overwrite=True)
         return result
 
-    def _config(self, state) -> dict:
+    def _config(self, state, checkpoints: list[Checkpoint]) -> dict:
         """``config.yaml``: as a study's of the saved checkpoints, with the callback's settings
         and time."""
-        checkpoints = [s.checkpoint for s in self.steps]
         keys = [CheckpointKeys(self._hash(c)) for c in checkpoints]
-        config = resolve_config(self.spec, checkpoints, keys, [s.dim for s in self.steps])
         rates = _learning_rates(state, [c.step for c in checkpoints])
-        for entry, rate in zip(config["checkpoints"], rates, strict=True):
+        dims = [s.dim for s in self.steps]
+        config = resolve_config(self.spec, checkpoints, keys, dims, rates=rates)
+        for entry in config["checkpoints"]:
             if not entry["sha256"]:
                 del entry["sha256"]  # not saved (every_n_steps), or deleted (save_total_limit)
-            if rate is not None:
-                entry["learning_rate"] = rate
         config["callback"] = {
             "every_n_steps": self.callback.every_n_steps,
             "seconds": round(self.callback.seconds, 3),
@@ -322,13 +314,7 @@ class _LiveStates:
 
     model: torch.nn.Module
     targets: list[TargetModule]
-
-    @property
-    def kind(self) -> str:
-        """``adapter`` for a PEFT model, else ``full``."""
-        return (
-            CHECKPOINT_KIND_ADAPTER if isinstance(self.model, PeftModel) else CHECKPOINT_KIND_FULL
-        )
+    kind: str  # adapter for a PEFT model, else full
 
     def load(self, ckpt: Checkpoint) -> tuple[torch.nn.Module, list[TargetModule]]:
         return self.model, self.targets
@@ -362,10 +348,9 @@ def _load_spec(spec: StudySpec | Mapping[str, Any] | str | Path) -> tuple[StudyS
     else:
         data, lines, source = load_spec_data(spec)
         base_dir = source.parent
-    if not isinstance(data, dict):
-        return spec_from_dict(data, base_dir=base_dir, source=source, lines=lines), True
-    named = "model" in data
-    data = {**_FILLED_KEYS, **data}
+    named = not isinstance(data, dict) or "model" in data
+    if isinstance(data, dict):
+        data = {**_FILLED_KEYS, **data}
     return spec_from_dict(data, base_dir=base_dir, source=source, lines=lines), named
 
 

@@ -173,14 +173,7 @@ def compute_set_grams(
         InputError: An example overflows ``max_length`` (with ``on_overflow: error``), or a
             metric has no pairs once examples are dropped.
     """
-    tokenized = {
-        name: tokenize_examples(
-            exs, model.tokenizer, max_length=spec.max_length, on_overflow=spec.on_overflow
-        )
-        for name, exs in examples.items()
-        if name in used_sets(spec)
-    }
-    check_pairs(spec, {name: [t.example.task for t in toks] for name, toks in tokenized.items()})
+    tokenized = tokenize_sets(spec, examples, model.tokenizer)
     sequences, sequence_of = unique_sequences(tokenized)
     rows, rows_of, kept = layout_gram_rows(spec, sequence_of, len(sequences))
     settings = _gradient_settings(spec, model, checkpoints[0].kind)
@@ -243,10 +236,6 @@ def compute_study(
         progress=progress,
     )
     scores, relinf = compute_tables(spec, checkpoints, done.grams, done.tokenized, done.rows_of)
-    config = resolve_config(spec, checkpoints, keys, done.dims)
-    for entry, rate in zip(config["checkpoints"], rates, strict=True):
-        if rate is not None:
-            entry["learning_rate"] = rate
     return StudyResult(
         out_dir=None,
         scores=tuple(scores),
@@ -256,7 +245,7 @@ def compute_study(
         rank=processes.rank,
         norms=tuple(compute_norm_rows(checkpoints, done.grams, done.tokenized, done.rows_of)),
         tokens=tuple(token_records(done.tokenized)),
-        config=config,
+        config=resolve_config(spec, checkpoints, keys, done.dims, rates=rates),
     )
 
 
@@ -279,6 +268,21 @@ class _NoPartialGrams:
 def used_sets(spec: StudySpec) -> set[str]:
     """The sets some metric uses as probes or evals."""
     return {m.probes for m in spec.metrics} | {m.evals for m in spec.metrics}
+
+
+def tokenize_sets(
+    spec: StudySpec, examples: dict[str, list[Example]], tokenizer: object
+) -> dict[str, list[TokenizedExample]]:
+    """The used sets tokenized; refuses a metric left with no pairs once examples are dropped."""
+    tokenized = {
+        name: tokenize_examples(
+            exs, tokenizer, max_length=spec.max_length, on_overflow=spec.on_overflow
+        )
+        for name, exs in examples.items()
+        if name in used_sets(spec)
+    }
+    check_pairs(spec, {name: [t.example.task for t in toks] for name, toks in tokenized.items()})
+    return tokenized
 
 
 def check_pairs(spec: StudySpec, tasks: dict[str, list[str]]) -> None:
@@ -425,11 +429,10 @@ def unique_sequences(
         The unique ``(input_ids, completion_mask)``, and each set's indices into them.
     """
     index: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
-    rows_of: dict[str, list[int]] = {}
-    for name, toks in tokenized.items():
-        rows_of[name] = [
-            index.setdefault((t.input_ids, t.completion_mask), len(index)) for t in toks
-        ]
+    rows_of = {
+        name: [index.setdefault((t.input_ids, t.completion_mask), len(index)) for t in toks]
+        for name, toks in tokenized.items()
+    }
     return list(index), rows_of
 
 
@@ -442,9 +445,12 @@ def resolve_config(
     keys: Sequence[CheckpointKeys],
     dims: Sequence[int],
     device: str | None = None,
+    rates: Sequence[float | None] | None = None,
 ) -> dict:
     """``config.yaml``'s resolved spec and checkpoints (provenance is added when it is saved);
-    ``device``: what ``device: auto`` resolved to (not part of the run's identity: the spec is)."""
+    ``device``: what ``device: auto`` resolved to (not part of the run's identity: the spec is);
+    ``rates``: each checkpoint's learning rate (``learning_rates``), saved where not None."""
+    rates = [None] * len(checkpoints) if rates is None else rates
     config = {
         "spec": spec.to_dict(),
         **({"device": device} if device is not None else {}),
@@ -456,8 +462,9 @@ def resolve_config(
                 "sha256": k.weights,
                 **({"optimizer_key": k.adam} if k.adam else {}),
                 ("row_dim" if spec.projection_dim else "gradient_dim"): d,
+                **({"learning_rate": r} if r is not None else {}),
             }
-            for c, k, d in zip(checkpoints, keys, dims, strict=True)
+            for c, k, d, r in zip(checkpoints, keys, dims, rates, strict=True)
         ],
     }
     if spec.projection_dim is not None:

@@ -18,18 +18,9 @@ from functools import partial
 from pathlib import Path
 
 from swiftstudy.config.reader import spec_key_error
-from swiftstudy.constants import (
-    CACHE_ENV_VAR,
-    CONFIG_YAML,
-    NORMS_CSV,
-    PARTIAL_DIR,
-    RELINF_CSV,
-    SCORES_CSV,
-    TOKENS_JSONL,
-)
+from swiftstudy.constants import CACHE_ENV_VAR, CONFIG_YAML, PARTIAL_DIR
 from swiftstudy.data import Example, TokenizedExample, load_examples
 from swiftstudy.errors import InputError
-from swiftstudy.fileio import write_text_atomic
 from swiftstudy.model import (
     Checkpoint,
     LoadOptions,
@@ -37,17 +28,8 @@ from swiftstudy.model import (
     discover_checkpoints,
     resolve_device,
 )
-from swiftstudy.report.results import (
-    render_norms_csv,
-    render_relinf_csv,
-    render_scores_csv,
-    render_tokens_jsonl,
-)
 from swiftstudy.rundir import claim_run_folder, hash_inputs, save_run_config
-from swiftstudy.study.cache import (
-    GradientCache,
-    prune_gradient_cache,
-)
+from swiftstudy.study.cache import GradientCache, prune_gradient_cache
 from swiftstudy.study.compute import (
     SetGrams,
     check_pairs,
@@ -61,7 +43,7 @@ from swiftstudy.study.compute import (
 from swiftstudy.study.compute import learning_rates as compute_learning_rates
 from swiftstudy.study.distributed import Processes, start_processes
 from swiftstudy.study.grams import CheckpointKeys
-from swiftstudy.study.result import StudyResult
+from swiftstudy.study.result import StudyResult, write_result_tables
 from swiftstudy.study.rows import RowMaps
 from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study_spec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
@@ -315,12 +297,14 @@ def _finish_study(
     )
     if not procs.is_main:
         return result
-    norms = compute_norm_rows(checkpoints, grams, tokenized, rows_of)
-    config = resolve_config(spec, checkpoints, keys, dims, str(procs.device))
-    for entry, rate in zip(config["checkpoints"], learning_rates, strict=True):
-        if rate is not None:
-            entry["learning_rate"] = rate
-    _write_outputs(out_dir, scores, relinf, norms, tokenized)
+    config = resolve_config(spec, checkpoints, keys, dims, str(procs.device), learning_rates)
+    result = replace(
+        result,
+        norms=compute_norm_rows(checkpoints, grams, tokenized, rows_of),
+        tokens=token_records(tokenized),
+        config=config,
+    )
+    write_result_tables(out_dir, result)
     # config.yaml last: its presence marks a complete result (the report is derived from it).
     inputs = hash_inputs(s.path for s in spec.sets)
     save_run_config(out_dir / CONFIG_YAML, config, command=command, inputs=inputs)
@@ -337,7 +321,7 @@ def _finish_study(
         from swiftstudy.report import render_report
 
         render_report(out_dir)
-    return replace(result, norms=norms, tokens=token_records(tokenized), config=config)
+    return result
 
 
 def _prune_cache(root: Path, max_gb: float) -> None:
@@ -378,19 +362,8 @@ def _discover(spec: StudySpec) -> list[Checkpoint]:
     base_dir = spec.spec_path.parent if spec.spec_path else None
     if isinstance(spec.checkpoints, Path):
         return discover_checkpoints(spec.checkpoints, base_dir=base_dir)
-    entries = [{"path": str(c.path), "step": c.step} for c in spec.checkpoints]
-    for entry in entries:
-        if entry["step"] is None:
-            del entry["step"]
+    entries = [
+        {"path": str(c.path), **({} if c.step is None else {"step": c.step})}
+        for c in spec.checkpoints
+    ]
     return discover_checkpoints(entries, base_dir=base_dir)
-
-
-# -- outputs --------------------------------------------------------------------------------
-
-
-def _write_outputs(out_dir, scores, relinf, norms, tokenized) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / TOKENS_JSONL, render_tokens_jsonl(token_records(tokenized)))
-    write_text_atomic(out_dir / RELINF_CSV, render_relinf_csv(relinf))
-    write_text_atomic(out_dir / NORMS_CSV, render_norms_csv(norms))
-    write_text_atomic(out_dir / SCORES_CSV, render_scores_csv(scores))
