@@ -153,7 +153,7 @@ def _checkpoints_from_dir(root: Path, *, key: str) -> list[Checkpoint]:
     ]
     if subdirs:
         return [Checkpoint(child, step, _detect_kind(child, key=key)) for step, child in subdirs]
-    kind = _detect_kind(root, key=key, hint=f"and no {CHECKPOINT_PREFIX}<step> folders")
+    kind = _detect_kind(root, key=key, hint=f" and no {CHECKPOINT_PREFIX}<step> folders")
     step = _step_from_trainer_state(root, key=key)
     return [Checkpoint(root, 0 if step is None else step, kind)]
 
@@ -212,19 +212,7 @@ def _step_from_trainer_state(path: Path, *, key: str) -> int | None:
 
 
 def _detect_kind(path: Path, *, key: str, hint: str = "") -> str:
-    """Whether a folder holds an adapter or a full model; refuse anything else.
-
-    Args:
-        path: The checkpoint folder.
-        key: The config key for error messages.
-        hint: Extra words for the "neither layout" message.
-
-    Returns:
-        ``"adapter"`` or ``"full"``.
-
-    Raises:
-        InputError: Neither layout, weights missing, or only pickled weights present.
-    """
+    """Whether a folder holds an adapter or a full model (``hint`` ends the message if neither)."""
     if (path / ADAPTER_CONFIG).is_file():
         if (path / ADAPTER_WEIGHTS).is_file():
             return CHECKPOINT_KIND_ADAPTER
@@ -233,10 +221,9 @@ def _detect_kind(path: Path, *, key: str, hint: str = "") -> str:
         if any(path.glob("*.safetensors")):
             return CHECKPOINT_KIND_FULL
         _refuse_missing_weights(path, key=key, expected="*.safetensors")
-    extra = f" {hint}" if hint else ""
     raise InputError(
         f"not a checkpoint: no {ADAPTER_CONFIG} (LoRA adapter) or {MODEL_CONFIG} (full model)"
-        f"{extra}",
+        + hint,
         path=path,
         key=key,
     )
