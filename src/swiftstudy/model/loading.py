@@ -146,31 +146,25 @@ def load_base_model(
     options = options or LoadOptions()
     _check_options(name, options)
     if name == BUNDLED_MODEL_ALIAS:
-        model_dir = _converted_gguf_dir(bundled_gguf_path(), cache_dir)
-        model, tokenizer = _load_pretrained(
-            model_dir, dtype=dtype, what=f"cached {name}", options=options
-        )
+        source, what = _converted_gguf_dir(bundled_gguf_path(), cache_dir), f"cached {name}"
     else:
         path = Path(name).expanduser()
         if name.lower().endswith(".gguf"):
             if not path.is_file():
                 raise InputError("no such GGUF file", path=path, key=_MODEL_KEY)
-            model_dir = _converted_gguf_dir(path, cache_dir)
-            what = f"cached {path.name}"
-            model, tokenizer = _load_pretrained(model_dir, dtype=dtype, what=what, options=options)
+            source, what = _converted_gguf_dir(path, cache_dir), f"cached {path.name}"
         elif path.is_dir():
             if not (path / MODEL_CONFIG).is_file():
                 raise InputError(
                     f"not a model folder: no {MODEL_CONFIG}", path=path, key=_MODEL_KEY
                 )
-            what = "model folder"
-            model, tokenizer = _load_pretrained(path, dtype=dtype, what=what, options=options)
+            source, what = path, "model folder"
         elif path.exists() or looks_like_path(name):
-            what = "expected a .gguf file or a model folder" if path.exists() else "no such path"
-            raise InputError(what, path=path, key=_MODEL_KEY)
+            problem = "expected a .gguf file or a model folder" if path.exists() else "no such path"
+            raise InputError(problem, path=path, key=_MODEL_KEY)
         else:
-            what = "hub model"
-            model, tokenizer = _load_pretrained(name, dtype=dtype, what=what, options=options)
+            source, what = name, "hub model"
+    model, tokenizer = _load_pretrained(source, dtype=dtype, what=what, options=options)
     model.to(device=device)
     model.eval()
     _ensure_pad_token(tokenizer)
