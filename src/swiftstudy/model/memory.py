@@ -28,6 +28,7 @@ to within a factor band of a measured peak.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,8 +247,8 @@ def choose_batch_tokens(
         InputError: Not even a batch of one token fits (key ``max_memory``), naming what the
             fixed part (weights and kept gradients) needs.
     """
-    if plan_memory(model, workload, 1).peak > max_memory:
-        fixed = plan_memory(model, workload, 1)
+    fixed = plan_memory(model, workload, 1)
+    if fixed.peak > max_memory:
         raise InputError(
             f"{_gib(max_memory)} cannot hold the weights ({_gib(fixed.weights)}) and the kept "
             f"gradients ({_gib(fixed.kept_gradients)}) with one batch: raise it, keep fewer "
@@ -255,16 +256,13 @@ def choose_batch_tokens(
             "(projection_dim)",
             key="max_memory",
         )
-    low, high = 1, MAX_BATCH_TOKENS
-    if plan_memory(model, workload, high).peak <= max_memory:
-        return plan_memory(model, workload, high)
-    while high - low > 1:  # invariant: low fits, high does not
-        middle = (low + high) // 2
-        if plan_memory(model, workload, middle).peak <= max_memory:
-            low = middle
-        else:
-            high = middle
-    return plan_memory(model, workload, low)
+    # The peak grows with the budget, so a binary search finds how many budgets fit.
+    fitting = bisect.bisect_right(
+        range(1, MAX_BATCH_TOKENS + 1),
+        max_memory,
+        key=lambda tokens: plan_memory(model, workload, tokens).peak,
+    )
+    return plan_memory(model, workload, fitting)
 
 
 def render_memory_plan(plan: MemoryPlan, max_memory: int | None = None) -> str:
