@@ -496,9 +496,7 @@ def _lora_targets(model: PeftModel, ckpt: Checkpoint) -> list[TargetModule]:
     # modules_to_save and trainable tokens are in the state, not the gradient (module docstring).
     auxiliary = tuple(f"{name}." for name in _auxiliary_modules(model))
     for name, module in model.named_modules():
-        if isinstance(module, AuxiliaryTrainingWrapper) or name.startswith(auxiliary):
-            continue
-        if not isinstance(module, BaseTunerLayer):
+        if not isinstance(module, BaseTunerLayer) or name.startswith(auxiliary):
             continue
         if not isinstance(module, LoraLayer):
             raise _unsupported(ckpt, f"{name!r} is a {type(module).__name__}")
