@@ -39,8 +39,7 @@ class GenerationCache:
     @staticmethod
     def key(settings: dict[str, Any], prompt: Prompt) -> str:
         """The cache key of one request: a hex SHA-256 of its settings and messages."""
-        request = {"v": _FORMAT_VERSION, "settings": settings, "messages": messages_to_json(prompt)}
-        return json_sha256(request)
+        return json_sha256(_request(settings, prompt))
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -60,12 +59,7 @@ class GenerationCache:
 
     def put(self, key: str, settings: dict[str, Any], prompt: Prompt, text: str) -> None:
         """Store one answer, with its request for anyone reading the cache by hand."""
-        entry = {
-            "v": _FORMAT_VERSION,
-            "settings": settings,
-            "messages": messages_to_json(prompt),
-            "text": text,
-        }
+        entry = {**_request(settings, prompt), "text": text}
         write_text_atomic(self.path(key), json.dumps(entry, ensure_ascii=False, indent=1) + "\n")
 
 
@@ -117,3 +111,8 @@ class CachedGenerator(Generator):
             self.cache.put(keys[index], settings, prompts[index], text)
             self.misses += 1
             yield index, text
+
+
+def _request(settings: dict[str, Any], prompt: Prompt) -> dict[str, Any]:
+    """What a cache entry is keyed on: the format version, the settings and the messages."""
+    return {"v": _FORMAT_VERSION, "settings": settings, "messages": messages_to_json(prompt)}
