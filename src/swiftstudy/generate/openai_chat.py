@@ -9,6 +9,7 @@ variable when the generator is built and is never logged, cached or returned by 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -86,19 +87,14 @@ class OpenAIChatGenerator(Generator):
         try:
             queue = iter(enumerate(prompts))
             # Submit lazily, ``concurrency`` at a time, so a failure stops the run early.
-            for index, prompt in queue:
+            for index, prompt in itertools.islice(queue, self.config.concurrency):
                 pending[executor.submit(self._complete, model, prompt)] = index
-                if len(pending) >= self.config.concurrency:
-                    break
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    index = pending.pop(future)
-                    yield index, future.result()
-                    following = next(queue, None)
-                    if following is not None:
-                        submitted = executor.submit(self._complete, model, following[1])
-                        pending[submitted] = following[0]
+                    yield pending.pop(future), future.result()
+                    for index, prompt in itertools.islice(queue, 1):  # the next prompt, if any
+                        pending[executor.submit(self._complete, model, prompt)] = index
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
 
