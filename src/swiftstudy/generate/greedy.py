@@ -66,8 +66,8 @@ class _Rows:
         indices: Each row's prompt index.
         tokens: Each row's generated tokens so far.
         cache: The KV cache, one column per position, rows left-padded to a common length.
-        mask: ``(rows, columns)``, 1 where a cache column holds one of the row's tokens.
-        positions: ``(rows,)``, the position of each row's next token.
+        mask: ``(rows, columns)``, 1 where a cache column holds one of the row's tokens (so a
+            row's sum is the position of its next token).
         last: ``(rows,)``, each row's newest token, not yet in the cache.
     """
 
@@ -75,7 +75,6 @@ class _Rows:
     tokens: list[list[int]]
     cache: Any
     mask: torch.Tensor
-    positions: torch.Tensor
     last: torch.Tensor
 
 
@@ -158,8 +157,7 @@ def decode_greedy(
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
     stats = DecodingStats() if stats is None else stats
-    lm = _causal_lm(model)
-    decoder = _Decoder(lm, pad_id, _cache_keyword(lm))
+    decoder = _Decoder(_causal_lm(model), pad_id)
     if len(prompts) > 1:
         started = time.perf_counter()
         with torch.inference_mode():
@@ -208,10 +206,10 @@ class _Decoder:
     joining row's cache: a key or value depends only on the tokens up to its own position.
     """
 
-    def __init__(self, lm: torch.nn.Module, pad_id: int, cache_keyword: str) -> None:
+    def __init__(self, lm: torch.nn.Module, pad_id: int) -> None:
         self.lm = lm
         self.pad_id = pad_id
-        self.cache_keyword = cache_keyword
+        self.cache_keyword = _cache_keyword(lm)
         self.device = next(lm.parameters()).device
         self.shared = 0
         self._shared_states: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -246,14 +244,13 @@ class _Decoder:
         mask = torch.cat([mask.new_ones((len(prompts), self.shared)), mask], dim=1)
         last = self._choose(ids, mask, positions, cache)
         tokens = [[token] for token in last.tolist()]
-        return _Rows(indices, tokens, cache, mask, mask.sum(-1), last)
+        return _Rows(indices, tokens, cache, mask, last)
 
     def step(self, rows: _Rows) -> None:
         """Feed each row's newest token and choose its next one."""
-        ones = torch.ones((len(rows.indices), 1), dtype=rows.mask.dtype, device=self.device)
-        rows.mask = torch.cat([rows.mask, ones], dim=1)
-        rows.last = self._choose(rows.last[:, None], rows.mask, rows.positions[:, None], rows.cache)
-        rows.positions = rows.positions + 1
+        positions = rows.mask.sum(-1, keepdim=True)
+        rows.mask = torch.cat([rows.mask, torch.ones_like(positions)], dim=1)
+        rows.last = self._choose(rows.last[:, None], rows.mask, positions, rows.cache)
         for tokens, token in zip(rows.tokens, rows.last.tolist(), strict=True):
             tokens.append(token)
 
@@ -283,7 +280,6 @@ def _stack(first: _Rows, second: _Rows) -> _Rows:
         first.tokens + second.tokens,
         first.cache,
         torch.cat([_pad_columns(first.mask, width, 1), _pad_columns(second.mask, width, 1)]),
-        torch.cat([first.positions, second.positions]),
         torch.cat([first.last, second.last]),
     )
 
@@ -305,7 +301,6 @@ def _drop(rows: _Rows, ended: list[int]) -> _Rows | None:
         [rows.tokens[k] for k in keep],
         rows.cache,
         mask[:, start:],
-        rows.positions[index],
         rows.last[index],
     )
 
