@@ -50,19 +50,6 @@ def _raise_error(message: Any) -> None:
     raise TemplateFailure(str(message))
 
 
-def _environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-    )
-    env.filters["regex_escape"] = re.escape
-    env.globals["error"] = _raise_error
-    return env
-
-
 @dataclass(frozen=True)
 class Demonstration:
     """A few-shot example: a reference record and the answer a generator should give for it.
@@ -184,7 +171,15 @@ class _StrategyReader(SpecValidator):
 
     def __init__(self, path: Path, lines: dict[KeyPath, int]) -> None:
         super().__init__(path, lines, path.parent)
-        self.env = _environment()
+        self.env = SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+        self.env.filters["regex_escape"] = re.escape
+        self.env.globals["error"] = _raise_error
         self.compiled: dict[KeyPath, Any] = {}
 
     def read(self, data: Any, sha256: str) -> Strategy:
