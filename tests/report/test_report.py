@@ -14,6 +14,7 @@ from swiftstudy import ReportFiles, render_report
 from swiftstudy.cli.main import main
 from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import VALIDITY_NOTE, VERDICT_POSITIVE
+from swiftstudy.errors import InputError
 from swiftstudy.report.results import (
     NormRow,
     RelInfRow,
@@ -399,3 +400,18 @@ def test_report_without_controls_says_how_to_add_one(rendered: ReportFiles):
     assert {v["checkpoints"] for v in verdicts["variants"]} == {"mean", "last"}
     md = rendered.markdown.read_text()
     assert "No metric names a control" in md and VALIDITY_NOTE in md
+
+
+@pytest.mark.parametrize("normalization", ["relinf", "cosine", "per-token"])
+def test_a_pair_of_no_scored_example_is_refused(result: Path, normalization: str):
+    text = (result / "relinf.csv").read_text().replace(",cot,c1,", ",cot,zz,", 1)
+    (result / "relinf.csv").write_text(text)
+    with pytest.raises(InputError, match=r"relinf\.csv: step 0: pair \('zz', 'p0'\) of no scored"):
+        build_metric_pairs(load_study_tables(result), normalization)
+
+
+def test_cosine_needs_norms(tmp_path: Path):
+    tables = load_study_tables(write_result_folder(tmp_path / "old", norms=False))
+    with pytest.raises(InputError, match=r"the cosine normalization needs norms\.csv"):
+        build_metric_pairs(tables, "cosine")
+    assert len(build_metric_pairs(tables, "per-token")) == len(METRICS)

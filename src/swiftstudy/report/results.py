@@ -330,8 +330,7 @@ def build_metric_pairs(
     Raises:
         InputError: A pair names no scored example, or ``cosine`` without ``norms.csv``.
     """
-    if normalization != NORMALIZATION_RELINF:
-        return [_normalized_pairs(tables, m, normalization) for m in tables.metrics]
+    sqnorms = None if normalization == NORMALIZATION_RELINF else _sqnorms(tables, normalization)
     result = []
     for metric in tables.metrics:
         for name in (metric.probes, metric.evals):
@@ -345,61 +344,41 @@ def build_metric_pairs(
         col = {e.id: j for j, e in enumerate(evals)}
         matrices = []
         for step in tables.steps:
-            relinf = np.zeros((len(probes), len(evals)))
+            key = (step, metric.probes, metric.evals)
+            relinf, dots = np.zeros(mask.shape), np.zeros(mask.shape)
+            eval_sqnorms = np.zeros(len(evals))
             present = np.zeros_like(mask)
-            pairs = tables.relinf.get((step, metric.probes, metric.evals), {})
-            for (probe_id, eval_id), value in pairs.items():
+            # ``dots`` and ``relinf`` hold the same pairs: both are keyed from relinf.csv's rows.
+            for (probe_id, eval_id), (dot, sqnorm) in tables.dots.get(key, {}).items():
                 if probe_id not in row or eval_id not in col:
                     raise InputError(
                         f"step {step}: pair ({probe_id!r}, {eval_id!r}) of no scored example",
                         path=tables.out_dir / RELINF_CSV,
                     )
                 i, j = row[probe_id], col[eval_id]
-                relinf[i, j] = value
-                present[i, j] = True
-            matrices.append(PairMatrix(step, relinf, mask & present))
+                relinf[i, j] = tables.relinf[key][probe_id, eval_id]
+                dots[i, j], eval_sqnorms[j], present[i, j] = dot, sqnorm, True
+            if normalization == NORMALIZATION_RELINF:
+                matrices.append(PairMatrix(step, relinf, mask & present))
+                continue
+            probe_sqnorms = None
+            if sqnorms is not None:
+                probe_sqnorms = np.array(
+                    [sqnorms.get((step, metric.probes, e.id), 0.0) for e in probes]
+                )
+            scores, valid = normalize_pair_scores(
+                dots,
+                probe_sqnorms,
+                eval_sqnorms,
+                np.array([e.n_completion_tokens for e in probes], dtype=np.float64),
+                np.array([e.n_completion_tokens for e in evals], dtype=np.float64),
+                normalization,
+            )
+            matrices.append(PairMatrix(step, scores, mask & present & valid[None, :]))
         result.append(
             MetricPairs(metric.name, metric.probes, metric.evals, metric.context, tuple(matrices))
         )
     return result
-
-
-def _normalized_pairs(
-    tables: StudyTables, metric: MetricDefinition, normalization: str
-) -> MetricPairs:
-    """One metric's pairs with scores recomputed from ``relinf.csv``'s dot products."""
-    probes, evals = tables.examples[metric.probes], tables.examples[metric.evals]
-    mask = compute_pair_mask([e.task for e in probes], [e.task for e in evals], metric.context)
-    row = {e.id: i for i, e in enumerate(probes)}
-    col = {e.id: j for j, e in enumerate(evals)}
-    probe_tokens = np.array([e.n_completion_tokens for e in probes], dtype=np.float64)
-    eval_tokens = np.array([e.n_completion_tokens for e in evals], dtype=np.float64)
-    sqnorms = _sqnorms(tables, normalization)
-    matrices = []
-    for step in tables.steps:
-        dots = np.zeros((len(probes), len(evals)))
-        eval_sqnorms = np.zeros(len(evals))
-        present = np.zeros(mask.shape, dtype=bool)
-        for (probe_id, eval_id), (dot, sqnorm) in tables.dots.get(
-            (step, metric.probes, metric.evals), {}
-        ).items():
-            if probe_id not in row or eval_id not in col:
-                raise InputError(
-                    f"step {step}: pair ({probe_id!r}, {eval_id!r}) of no scored example",
-                    path=tables.out_dir / RELINF_CSV,
-                )
-            i, j = row[probe_id], col[eval_id]
-            dots[i, j], eval_sqnorms[j], present[i, j] = dot, sqnorm, True
-        probe_sqnorms = None
-        if sqnorms is not None:
-            probe_sqnorms = np.array(
-                [sqnorms.get((step, metric.probes, e.id), 0.0) for e in probes]
-            )
-        scores, valid = normalize_pair_scores(
-            dots, probe_sqnorms, eval_sqnorms, probe_tokens, eval_tokens, normalization
-        )
-        matrices.append(PairMatrix(step, scores, mask.numpy() & present & valid[None, :]))
-    return MetricPairs(metric.name, metric.probes, metric.evals, metric.context, tuple(matrices))
 
 
 def _sqnorms(tables: StudyTables, normalization: str) -> dict[tuple[int, str, str], float] | None:
