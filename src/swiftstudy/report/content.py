@@ -52,6 +52,10 @@ _TONES = {
 _TRENDS = {VERDICT_POSITIVE: "rising", VERDICT_NEGATIVE: "falling"}
 #: A rank correlation above this is called strong in the diagnostics.
 _STRONG_CORRELATION = 0.5
+_PAIRS_INTRO = Paragraph(
+    "The means above average many pairs. The heatmaps show the mean RelInf of each "
+    "(probe task, eval task); the distributions show every pair of each metric."
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def build_document(analysis: ReportAnalysis, figures: ReportFigures) -> Document
         _summary(analysis),
         *_comparisons(analysis),
         Section("figures", "Metrics by step", (*figures.metrics_by_step, _step_table(analysis))),
-        Section("pairs", "Pairs", _pairs_intro() + figures.heatmaps + figures.distributions),
+        Section("pairs", "Pairs", (_PAIRS_INTRO, *figures.heatmaps, *figures.distributions)),
         _drivers(analysis),
         _diagnostics(analysis, figures.gradient_norms),
         build_setup(analysis),
@@ -119,9 +123,7 @@ def _verdict_cell(verdict: str) -> Cell:
 def _trend_text(trend: Trend | None) -> str:
     if trend is None:
         return "n/a (one checkpoint)"
-    word = _TRENDS.get(trend.verdict, "no clear trend")
-    if trend.verdict == VERDICT_NO_INTERVAL:
-        word = "no interval"
+    word = {**_TRENDS, VERDICT_NO_INTERVAL: "no interval"}.get(trend.verdict, "no clear trend")
     return f"{word}: {format_number(trend.slope)} {format_interval(trend.ci_low, trend.ci_high)}"
 
 
@@ -133,7 +135,8 @@ def _checkpoints_positive(metric: MetricStatistics) -> str:
     return f"{positive} of {len(have)}"
 
 
-def _list(steps: Sequence[int]) -> str:
+def format_steps(steps: Sequence[int]) -> str:
+    """``0, 50, 100``: steps as the report lists them."""
     return ", ".join(str(s) for s in steps)
 
 
@@ -200,12 +203,11 @@ def _comparison_finding(comparison: Comparison, first_step: int, ci: str) -> str
         VERDICT_NEGATIVE: "significantly lower",
         VERDICT_NO_INTERVAL: "without an interval",
     }.get(mean.verdict, "not distinguishable")
-    text = (
+    return (
         f"**{a}** vs **{b}**: {verdict} on average over checkpoints (difference "
         f"{format_number(mean.value)}, {ci} {format_interval(mean.ci_low, mean.ci_high)}); "
-        f"{_overtake_text(comparison, first_step)}"
+        f"{_overtake_text(comparison, first_step)}."
     )
-    return text + "."
 
 
 def _overtake_text(comparison: Comparison, first_step: int) -> str:
@@ -289,7 +291,7 @@ def _no_interval_notice(analysis: ReportAnalysis) -> Notice | None:
         steps = [s.step for s in metric.steps if s.estimate.verdict == VERDICT_NO_INTERVAL]
         if steps:
             missing.append(
-                f"**{metric.name}** at step{'s' if len(steps) > 1 else ''} {_list(steps)}"
+                f"**{metric.name}** at step{'s' if len(steps) > 1 else ''} {format_steps(steps)}"
             )
     if not missing:
         return None
@@ -310,7 +312,7 @@ def _few_pairs_item(analysis: ReportAnalysis, metric: MetricStatistics) -> str |
     probe, example, value = top[0]
     text = (
         f"**{metric.name}** at step{'s' if len(flagged) > 1 else ''} "
-        f"{_list([s.step for s in flagged])}. At step {worst.step} "
+        f"{format_steps([s.step for s in flagged])}. At step {worst.step} "
         + (
             f"the top pair (of {c.n_pairs}) carries {c.top_share:.0%}: probe `{probe}` on eval "
             if c.n_top == 1
@@ -491,17 +493,16 @@ def _step_table(analysis: ReportAnalysis) -> Table:
     )
 
 
-def _pairs_intro() -> tuple[Block, ...]:
-    return (
-        Paragraph(
-            "The means above average many pairs. The heatmaps show the mean RelInf of each "
-            "(probe task, eval task); the distributions show every pair of each metric."
-        ),
-    )
-
-
 def _diagnostics(analysis: ReportAnalysis, figure: FigureBlock | None) -> Section:
-    blocks: list[Block] = [Paragraph(f"**Gradient norms and completion length.** {_norm_rule()}")]
+    blocks: list[Block] = [
+        Paragraph(
+            "**Gradient norms and completion length.** The loss ℓ sums the completion tokens' "
+            "negative log-likelihoods, so long completions (chain-of-thought answers) tend to "
+            "have larger gradients, and RelInf grows in proportion to the probe's gradient norm. "
+            "A large positive Spearman ρ means norms follow length; a probe set with much larger "
+            "norms than its baseline can show larger |RelInf| for that reason alone."
+        )
+    ]
     if analysis.norms is None:
         blocks.append(Notice(NO_NORMS_NOTE, TONE_NOTE))
     else:
@@ -541,16 +542,6 @@ def _diagnostics(analysis: ReportAnalysis, figure: FigureBlock | None) -> Sectio
         or Notice("No metric is driven by a few pairs at any checkpoint.", TONE_NOTE)
     )
     return Section("diagnostics", "Diagnostics", tuple(blocks))
-
-
-def _norm_rule() -> str:
-    return (
-        "The loss ℓ sums the completion tokens' negative log-likelihoods, so long completions "
-        "(chain-of-thought answers) tend to have larger gradients, and RelInf grows in proportion "
-        "to the probe's gradient norm. A large positive Spearman ρ means norms follow length; a "
-        "probe set with much larger norms than its baseline can show larger |RelInf| for that "
-        "reason alone."
-    )
 
 
 def _norms_summary(analysis: ReportAnalysis) -> Paragraph:

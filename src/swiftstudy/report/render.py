@@ -25,7 +25,7 @@ from swiftstudy.constants import (
 )
 from swiftstudy.fileio import write_text_atomic
 from swiftstudy.report.analysis import ReportAnalysis, analyze_study, describe_analysis
-from swiftstudy.report.content import ReportFigures, build_document
+from swiftstudy.report.content import ReportFigures, build_document, format_steps
 from swiftstudy.report.document import FigureBlock
 from swiftstudy.report.figures import ScorePoint, save_figure, save_figures, slugify
 from swiftstudy.report.html import render_html
@@ -116,17 +116,11 @@ def _save_figures(analysis: ReportAnalysis, out_dir: Path) -> tuple[ReportFigure
         )
         for k, evals in enumerate(dict.fromkeys(p.evals for p in points))
     ]
-    heatmaps = tuple(
-        block(paths, caption, alt) for paths, caption, alt in _heatmaps(analysis, figures_dir)
-    )
-    distributions = tuple(
-        block(paths, caption, alt) for paths, caption, alt in _distributions(analysis, figures_dir)
-    )
     norms = _norms(analysis, figures_dir)
     figures = ReportFigures(
         metrics_by_step=tuple(by_step),
-        heatmaps=heatmaps,
-        distributions=distributions,
+        heatmaps=tuple(block(*figure) for figure in _heatmaps(analysis, figures_dir)),
+        distributions=tuple(block(*figure) for figure in _distributions(analysis, figures_dir)),
         gradient_norms=None if norms is None else block(*norms),
     )
     return figures, written
@@ -174,11 +168,10 @@ def _heatmaps(analysis: ReportAnalysis, figures_dir: Path):
             panels.append((step, matrix))
         fig = plot_relinf_heatmaps(panels, title=f"{probes} probes on {evals} evals")
         name = RELINF_HEATMAP_FIGURE.format(probes=slugify(probes), evals=slugify(evals))
-        shown = "" if len(steps) == len(all_steps) else f" (checkpoints {_list(steps)} shown)"
         caption = (
             f"Mean RelInf by probe task (rows, `{probes}`) and eval task (columns, `{evals}`) at "
-            f"each checkpoint{shown}. Outlined cells are in-task (the diagonal); grey cells have "
-            "no scored pair; blue helps (RelInf > 0), red hurts."
+            f"each checkpoint{_shown(steps, all_steps)}. Outlined cells are in-task (the "
+            "diagonal); grey cells have no scored pair; blue helps (RelInf > 0), red hurts."
         )
         yield save_figure(fig, figures_dir / name, FIGURE_FORMATS), caption, f"Heatmap {probes}"
 
@@ -219,13 +212,17 @@ def _norms(analysis: ReportAnalysis, figures_dir: Path):
     if not any(p.norm > 0 for p in points):
         return None
     fig = plot_gradient_norms(points, title="Gradient norm against completion length")
-    shown = "" if len(steps) == len(all_steps) else f" (checkpoints {_list(sorted(steps))} shown)"
     caption = (
         "Gradient norm ‖∇ℓ‖ of every scored example against its number of completion tokens, "
-        f"per checkpoint{shown}, log–log axes."
+        f"per checkpoint{_shown(steps, all_steps)}, log–log axes."
     )
     return save_figure(fig, figures_dir / GRADIENT_NORMS_FIGURE, FIGURE_FORMATS), caption, "Norms"
 
 
-def _list(steps) -> str:
-    return ", ".join(str(s) for s in steps)
+def _shown(steps, all_steps) -> str:
+    """A caption's note of the checkpoints a figure shows, when it leaves some out."""
+    return (
+        ""
+        if len(steps) == len(all_steps)
+        else f" (checkpoints {format_steps(sorted(steps))} shown)"
+    )
