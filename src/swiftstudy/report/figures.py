@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -97,7 +98,7 @@ def plot_metrics_by_step(scores: Sequence[ScorePoint], *, title: str | None = No
     if not scores:
         raise ValueError("no scores to plot")
     by_metric = _group(scores, key=lambda point: point.metric)
-    colours = _colours_by_probes(scores)
+    colours = colours_by_name([point.probes for point in scores])
     has_band = False
 
     fig = Figure(figsize=_FIGSIZE, layout="constrained")
@@ -223,7 +224,9 @@ def save_figure(fig: Figure, target: Path, formats: Sequence[str] = ("png",)) ->
     written = []
     for fmt in formats:
         path = target.with_suffix(f".{fmt}")
-        _save_atomically(fig, path)
+        # An SVG records its creation time by default: leave it out, re-rendering changes less.
+        metadata = {"Date": None} if fmt == "svg" else None
+        write_atomic(path, partial(fig.savefig, format=fmt, dpi=FIGURE_DPI, metadata=metadata))
         fig.set_layout_engine("none")
         logger.debug("wrote %s", path)
         written.append(path)
@@ -239,12 +242,9 @@ def _group(
     return groups
 
 
-def _colours_by_probes(scores: Sequence[ScorePoint]) -> dict[str, str]:
-    colours: dict[str, str] = {}
-    for point in scores:
-        if point.probes not in colours:
-            colours[point.probes] = PALETTE[len(colours) % len(PALETTE)]
-    return colours
+def colours_by_name(names: Sequence[str]) -> dict[str, str]:
+    """One palette colour per distinct name, in order of first appearance (cycling)."""
+    return {name: PALETTE[k % len(PALETTE)] for k, name in enumerate(dict.fromkeys(names))}
 
 
 def _check_unique_steps(metric: str, points: Sequence[ScorePoint]) -> None:
@@ -266,16 +266,3 @@ def _unique(slug: str, used: set[str]) -> str:
         candidate, suffix = f"{slug}-{suffix}", suffix + 1
     used.add(candidate)
     return candidate
-
-
-def _save_atomically(fig: Figure, target: Path) -> None:
-    fmt = target.suffix.lstrip(".")
-    write_atomic(
-        target,
-        lambda handle: fig.savefig(handle, format=fmt, dpi=FIGURE_DPI, metadata=_metadata(fmt)),
-    )
-
-
-def _metadata(fmt: str) -> dict[str, str | None] | None:
-    # An SVG records its creation time by default: leave it out, re-rendering changes less.
-    return {"Date": None} if fmt == "svg" else None

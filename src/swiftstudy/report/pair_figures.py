@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from swiftstudy.report.figures import PALETTE
+from swiftstudy.report.figures import colours_by_name
 
 # Cells are annotated with their value up to this many tasks a side.
 _MAX_ANNOTATED_TASKS = 10
@@ -121,7 +121,6 @@ def plot_relinf_heatmaps(
     width = min(max(n_col_tasks * cell + 1.5, 3.0), 5.5)
     height = min(max(n_rows_tasks * cell + 1.5, 2.6), 5.5)
     fig = Figure(figsize=(ncols * width + 0.9, nrows * height + 0.5), layout="constrained")
-    FigureCanvasAgg(fig)
     finite = np.concatenate([m.values[np.isfinite(m.values)] for _, m in panels])
     limit = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
@@ -132,13 +131,9 @@ def plot_relinf_heatmaps(
         image = ax.imshow(np.ma.masked_invalid(matrix.values), cmap=cmap, norm=norm, aspect="auto")
         _decorate_heatmap(ax, matrix, limit)
         ax.set_title(f"step {step}", fontsize="medium")
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
     colorbar = fig.colorbar(image, ax=axes, shrink=0.85, pad=0.02)
     colorbar.set_label("mean RelInf")
-    if title:
-        fig.suptitle(title)
-    return fig
+    return _finish(fig, axes, len(panels), title)
 
 
 def _decorate_heatmap(ax, matrix: TaskMatrix, limit: float) -> None:
@@ -183,13 +178,12 @@ def plot_relinf_distributions(
     """
     if not series:
         raise ValueError("no distributions to plot")
-    colours = _colours([s.probes for s in series])
+    colours = colours_by_name([s.probes for s in series])
     ncols = min(len(series), 2)
     nrows = math.ceil(len(series) / ncols)
     n_steps = max(len(s.steps) for s in series)
     width = min(max(0.7 * n_steps + 2.2, 4.2), 7.5)
     fig = Figure(figsize=(ncols * width, nrows * 3.3 + 0.4), layout="constrained")
-    FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     rng = np.random.default_rng(0)  # jitter only: fixed so re-rendering gives the same picture
     for ax, item in zip(axes.flat, series, strict=False):
@@ -218,11 +212,7 @@ def plot_relinf_distributions(
         ax.grid(True, axis="y", alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("RelInf of each pair")
-    for ax in list(axes.flat)[len(series) :]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return _finish(fig, axes, len(series), title)
 
 
 def plot_gradient_norms(points: Sequence[NormPoint], *, title: str | None = None) -> Figure:
@@ -237,11 +227,10 @@ def plot_gradient_norms(points: Sequence[NormPoint], *, title: str | None = None
     if not points:
         raise ValueError("no gradient norms to plot")
     steps = sorted({p.step for p in points})
-    colours = _colours([p.set for p in points])
+    colours = colours_by_name([p.set for p in points])
     ncols = min(len(steps), 4)
     nrows = math.ceil(len(steps) / ncols)
     fig = Figure(figsize=(ncols * 3.4 + 0.4, nrows * 3.1 + 0.5), layout="constrained")
-    FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
     for ax, step in zip(axes.flat, steps, strict=False):
         for name, colour in colours.items():
@@ -267,18 +256,16 @@ def plot_gradient_norms(points: Sequence[NormPoint], *, title: str | None = None
         ax.set_xlabel("completion tokens")
     for ax in axes[:, 0]:
         ax.set_ylabel("gradient norm ‖∇ℓ‖")
-    for ax in list(axes.flat)[len(steps) :]:
-        ax.set_visible(False)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", title="set", fontsize="small")
+    return _finish(fig, axes, len(steps), title)
+
+
+def _finish(fig: Figure, axes: np.ndarray, n_used: int, title: str | None) -> Figure:
+    """Attach an Agg canvas, hide the grid's panels past the first ``n_used``, add the title."""
+    FigureCanvasAgg(fig)
+    for ax in list(axes.flat)[n_used:]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     return fig
-
-
-def _colours(names: Sequence[str]) -> dict[str, str]:
-    colours: dict[str, str] = {}
-    for name in names:
-        if name not in colours:
-            colours[name] = PALETTE[len(colours) % len(PALETTE)]
-    return colours
