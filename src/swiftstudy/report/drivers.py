@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from swiftstudy.report.results import ExampleInfo, StudyTables, build_metric_pairs
+from swiftstudy.report.results import StudyTables, build_metric_pairs
 from swiftstudy.scores import MetricPairs, compute_probe_influence
 
 #: Probes listed per direction in the report.
@@ -95,26 +95,24 @@ def describe_drivers(pairs: MetricPairs, tables: StudyTables, k: int) -> MetricD
     for effect, indices in ((HELPS, influence.helping), (HURTS, influence.hurting)):
         for rank, p in enumerate(indices, start=1):
             moved = [int(e) for e in influence.top_evals[p] if e >= 0]
-            drivers.append(_driver(pairs, probes[p], effect, rank, influence, int(p), moved, evals))
+            drivers.append(
+                ProbeDriver(
+                    metric=pairs.name,
+                    effect=effect,
+                    rank=rank,
+                    probe_set=pairs.probes,
+                    probe_id=probes[p].id,
+                    task=probes[p].task,
+                    mean_relinf=float(influence.means[p]),
+                    n_pairs=int(influence.n_pairs[p]),
+                    prompt=first_words(probes[p].prompt),
+                    response=first_words(probes[p].response),
+                    moved_evals=tuple(evals[e].id for e in moved),
+                    moved_relinf=tuple(float(influence.pair_means[p, e]) for e in moved),
+                )
+            )
     return MetricDrivers(
         pairs.name, len(probes), influence.n_helping, influence.n_hurting, tuple(drivers)
-    )
-
-
-def _driver(pairs, probe: ExampleInfo, effect, rank, influence, p, moved, evals) -> ProbeDriver:
-    return ProbeDriver(
-        metric=pairs.name,
-        effect=effect,
-        rank=rank,
-        probe_set=pairs.probes,
-        probe_id=probe.id,
-        task=probe.task,
-        mean_relinf=float(influence.means[p]),
-        n_pairs=int(influence.n_pairs[p]),
-        prompt=first_words(probe.prompt),
-        response=first_words(probe.response),
-        moved_evals=tuple(evals[e].id for e in moved),
-        moved_relinf=tuple(float(influence.pair_means[p, e]) for e in moved),
     )
 
 

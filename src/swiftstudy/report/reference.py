@@ -7,7 +7,6 @@ config and the analysis.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 from swiftstudy.constants import CONFIG_YAML
 from swiftstudy.report.analysis import INTERVAL_METHOD, RULES, ReportAnalysis
@@ -182,10 +181,6 @@ def build_reproduce(analysis: ReportAnalysis) -> Section:
         CodeBlock(rerender, "bash"),
         Definitions(provenance),
         Paragraph(f"The resolved config (`{CONFIG_YAML}`):"),
-        CodeBlock(_config_text(tables.out_dir), "yaml"),
+        CodeBlock((tables.out_dir / CONFIG_YAML).read_text(encoding="utf-8").rstrip("\n"), "yaml"),
     )
     return Section("reproduce", "Reproduce", blocks)
-
-
-def _config_text(out_dir: Path) -> str:
-    return (out_dir / CONFIG_YAML).read_text(encoding="utf-8").rstrip("\n")

@@ -95,21 +95,10 @@ class VerdictAnalysis:
 
 def find_control_metrics(metrics: tuple[MetricDefinition, ...]) -> dict[str, str]:
     """Strategy metric name → its control's metric name (same evals and context)."""
-    controls = {}
-    for metric in metrics:
-        if metric.control is None:
-            continue
-        control = next(
-            (
-                m
-                for m in metrics
-                if (m.probes, m.evals, m.context) == (metric.control, metric.evals, metric.context)
-            ),
-            None,
-        )
-        if control is not None:
-            controls[metric.name] = control.name
-    return controls
+    # Reversed: when two metrics share probes, evals and context, the first one is the control.
+    by_sets = {(m.probes, m.evals, m.context): m.name for m in reversed(metrics)}
+    controls = {m.name: (m.control, m.evals, m.context) for m in metrics if m.control is not None}
+    return {name: by_sets[sets] for name, sets in controls.items() if sets in by_sets}
 
 
 def analyze_verdicts(
@@ -154,21 +143,10 @@ def analyze_verdicts(
             f"the headline uses {fallback[0]} / {fallback[1]}."
         )
         variant = fallback
-    return VerdictAnalysis(
-        variant, variants, _headlines(tables, statistics, variants, variant), tuple(notes)
-    )
-
-
-def _headlines(
-    tables: StudyTables,
-    statistics: StudyStatistics,
-    variants: tuple[tuple[str, VariantScores], ...],
-    variant: tuple[str, str],
-) -> tuple[Headline, ...]:
     chosen = next(s for n, s in variants if (n, s.weighting) == variant)
     metrics = {m.name: m for m in tables.metrics}
     means = {m.name: m.summary.mean_over_steps for m in statistics.metrics}
-    return tuple(
+    headlines = tuple(
         Headline(
             metric=margin.metric,
             probes=metrics[margin.metric].probes,
@@ -179,6 +157,7 @@ def _headlines(
         )
         for margin in chosen.margins
     )
+    return VerdictAnalysis(variant, variants, headlines, tuple(notes))
 
 
 def describe_verdicts(analysis: VerdictAnalysis, tables: StudyTables) -> dict[str, Any]:
