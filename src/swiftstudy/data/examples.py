@@ -432,13 +432,17 @@ def _parse_prompt_completion(
             key="completion",
         )
     _refuse_render_fields(record, location)
-    turns = _parse_turns(prompt, location, "prompt", strict=True)
+    if not prompt:
+        raise location.error("must be a non-empty list of messages", key="prompt")
+    turns = tuple(
+        _parse_message(m, location, f"prompt[{i}]", strict=True) for i, m in enumerate(prompt)
+    )
     if len(completion) != 1:
         raise location.error(
             f"expected exactly one assistant message, got {len(completion)} messages",
             key="completion",
         )
-    (answer,) = _parse_turns(completion, location, "completion", strict=True)
+    answer = _parse_message(completion[0], location, "completion[0]", strict=True)
     if answer.role != _ASSISTANT:
         raise location.error(
             f"the completion must be an assistant message, got role {answer.role!r}",
@@ -449,10 +453,14 @@ def _parse_prompt_completion(
 
 
 def _parse_messages(
-    messages: Any, location: _Location, *, strict: bool
+    messages: Any, location: _Location, *, strict: bool = False
 ) -> tuple[tuple[Message, ...], str]:
     """Parse the OpenAI chat format: earlier messages are the prompt, the last one the response."""
-    parsed = _parse_turns(messages, location, "messages", strict=strict)
+    if not isinstance(messages, list) or not messages:
+        raise location.error("must be a non-empty list of messages", key="messages")
+    parsed = tuple(
+        _parse_message(m, location, f"messages[{i}]", strict=strict) for i, m in enumerate(messages)
+    )
     last = len(parsed) - 1
     if parsed[last].role != _ASSISTANT:
         raise location.error(
@@ -467,42 +475,30 @@ def _parse_messages(
     return parsed[:last], parsed[last].content
 
 
-def _parse_turns(
-    messages: Any, location: _Location, key: str, *, strict: bool
-) -> tuple[Message, ...]:
-    """Parse a non-empty list of ``{"role": ..., "content": ...}`` messages.
+def _parse_message(message: Any, location: _Location, key: str, *, strict: bool = False) -> Message:
+    """Parse one ``{"role": ..., "content": ...}`` message.
 
     ``strict`` (TRL formats) refuses other keys (``tool_calls``, ...): the chat template would
     render them, and a Message cannot carry them.
     """
-    if not isinstance(messages, list) or not messages:
-        raise location.error("must be a non-empty list of messages", key=key)
-    turns = []
-    for index, message in enumerate(messages):
-        at = f"{key}[{index}]"
-        if not isinstance(message, Mapping):
-            raise location.error(f"expected an object, got {type(message).__name__}", key=at)
-        role = message.get("role")
-        if role not in ROLES:
+    if not isinstance(message, Mapping):
+        raise location.error(f"expected an object, got {type(message).__name__}", key=key)
+    role = message.get("role")
+    if role not in ROLES:
+        raise location.error(f"role must be one of {', '.join(ROLES)}, got {role!r}", f"{key}.role")
+    content = message.get("content")
+    if not isinstance(content, str):
+        raise location.error(
+            f"must be a string, got {type(content).__name__}", key=f"{key}.content"
+        )
+    if strict:
+        extra = sorted(k for k, v in message.items() if k not in _MESSAGE_KEYS and v is not None)
+        if extra:
             raise location.error(
-                f"role must be one of {', '.join(ROLES)}, got {role!r}", f"{at}.role"
+                "messages with keys other than role and content are not supported",
+                key=f"{key}.{extra[0]}",
             )
-        content = message.get("content")
-        if not isinstance(content, str):
-            raise location.error(
-                f"must be a string, got {type(content).__name__}", key=f"{at}.content"
-            )
-        if strict:
-            extra = sorted(
-                k for k, v in message.items() if k not in _MESSAGE_KEYS and v is not None
-            )
-            if extra:
-                raise location.error(
-                    "messages with keys other than role and content are not supported",
-                    key=f"{at}.{extra[0]}",
-                )
-        turns.append(Message(role, content))
-    return tuple(turns)
+    return Message(role, content)
 
 
 def _refuse_render_fields(record: Mapping[str, Any], location: _Location) -> None:
