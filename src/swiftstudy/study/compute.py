@@ -258,9 +258,6 @@ class _NoPartialGrams:
     def save(self, checkpoint: str, gram: torch.Tensor, dim: int) -> None:
         pass
 
-    def clear(self) -> None:
-        pass
-
 
 # -- checks and keys ----------------------------------------------------------------------------
 
