@@ -157,12 +157,7 @@ def describe_analysis(analysis: ReportAnalysis) -> dict[str, Any]:
     scoring variant, verdicts, comparisons, diagnostics."""
     settings = analysis.statistics.settings
     return {
-        "bootstrap": {
-            "method": INTERVAL_METHOD.format(**asdict(settings)),
-            "n_resamples": settings.n_resamples,
-            "seed": settings.seed,
-            "level": settings.level,
-        },
+        "bootstrap": {"method": INTERVAL_METHOD.format(**asdict(settings)), **asdict(settings)},
         "rules": RULES,
         **describe_verdicts(analysis.verdicts, analysis.tables),
         "metrics": [_describe_metric(m) for m in analysis.statistics.metrics],

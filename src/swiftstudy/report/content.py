@@ -432,13 +432,11 @@ def _drivers(analysis: ReportAnalysis) -> Section:
     ]
     for pairs in analysis.pairs:
         drivers = describe_drivers(pairs, analysis.tables, REPORT_TOP_PROBES)
-        blocks.append(
+        blocks += [
             Paragraph(
                 f"**{drivers.metric}**: {drivers.n_helping} of {drivers.n_probes} probes help "
                 f"on average, {drivers.n_hurting} hurt."
-            )
-        )
-        blocks.append(
+            ),
             Table(
                 ("Effect", "Probe", "Task", "Mean RelInf", "Prompt", "Response", "Moves most"),
                 tuple(
@@ -453,10 +451,9 @@ def _drivers(analysis: ReportAnalysis) -> Section:
                     )
                     for d in drivers.drivers
                 ),
-                id=None,
                 numeric=frozenset({3}),
-            )
-        )
+            ),
+        ]
     return Section("drivers", "Which probes drive each metric", tuple(blocks))
 
 
@@ -508,8 +505,8 @@ def _diagnostics(analysis: ReportAnalysis, figure: FigureBlock | None) -> Sectio
     else:
         if figure is not None:
             blocks.append(figure)
-        blocks.append(_norms_summary(analysis))
-        blocks.append(
+        blocks += [
+            _norms_summary(analysis),
             Table(
                 (
                     "Step",
@@ -534,8 +531,8 @@ def _diagnostics(analysis: ReportAnalysis, figure: FigureBlock | None) -> Sectio
                 ),
                 id="norm-table",
                 numeric=frozenset({0, 2, 3, 4, 5, 6}),
-            )
-        )
+            ),
+        ]
     blocks.append(Paragraph(f"**Few pairs.** {_sentence(RULES['concentration'])}."))
     blocks.append(
         _few_pairs_notice(analysis)
