@@ -45,11 +45,10 @@ def compute_wilson_interval(
     """
     if not 0 <= correct <= n:
         raise ValueError(f"need 0 ≤ correct ≤ n, got correct={correct}, n={n}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    _check_level(level)
     if n == 0:
         return None
-    z = NormalDist().inv_cdf(0.5 + level / 2)
+    z = _normal_quantile(level)
     p = correct / n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
