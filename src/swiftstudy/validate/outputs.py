@@ -166,9 +166,7 @@ def _agreement_lines(agreement: Agreement) -> list[str]:
 
 
 def _agreement_sentence(against: str, agreement: Agreement, measure: str) -> str:
-    """``Against <change> over n strategies: Spearman ρ = ... (95% CI ...); signs agree ...``,
-    from the measure's fields of ``agreement``: ``spearman<measure>``,
-    ``sign_agreements<measure>`` and their ``_interval``s (``measure``: ``""`` or ``"_nll"``)."""
+    """The sentence on ``spearman<measure>``, ``sign_agreements<measure>`` and their intervals."""
     value, interval, agree, share = (
         getattr(agreement, f"{name}{measure}{end}")
         for name in ("spearman", "sign_agreements")
