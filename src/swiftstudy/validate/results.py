@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -163,15 +164,13 @@ def compute_task_accuracies(
     queries: Sequence[EvalQuery], grades: Mapping[str, Sequence[Grade]]
 ) -> dict[str, dict[str, float]]:
     """``{run: {task: accuracy}}``, tasks in the order they first appear in the eval set."""
-    tasks = list(dict.fromkeys(q.example.task for q in queries))
+    totals = Counter(q.example.task for q in queries)  # in order of first appearance
     result = {}
     for run, run_grades in grades.items():
-        totals = dict.fromkeys(tasks, 0)
-        right = dict.fromkeys(tasks, 0)
+        right = dict.fromkeys(totals, 0)
         for query, grade in zip(queries, run_grades, strict=True):
-            totals[query.example.task] += 1
             right[query.example.task] += grade.correct
-        result[run] = {task: right[task] / totals[task] for task in tasks}
+        result[run] = {task: right[task] / totals[task] for task in totals}
     return result
 
 
@@ -181,19 +180,17 @@ def build_prediction_rows(
     grades: Mapping[str, Sequence[Grade]],
 ) -> list[PredictionRow]:
     """Every run's answer to every query, with its grade: runs in order, then queries."""
-    rows = []
-    for run, run_answers in answers.items():
-        for query, answer, grade in zip(queries, run_answers, grades[run], strict=True):
-            rows.append(
-                PredictionRow(
-                    run=run,
-                    id=query.example.id,
-                    task=query.example.task,
-                    query=query.query_text,
-                    golden=query.golden,
-                    answer=answer,
-                    correct=int(grade.correct),
-                    extracted=grade.extracted,
-                )
-            )
-    return rows
+    return [
+        PredictionRow(
+            run=run,
+            id=query.example.id,
+            task=query.example.task,
+            query=query.query_text,
+            golden=query.golden,
+            answer=answer,
+            correct=int(grade.correct),
+            extracted=grade.extracted,
+        )
+        for run, run_answers in answers.items()
+        for query, answer, grade in zip(queries, run_answers, grades[run], strict=True)
+    ]
