@@ -197,7 +197,8 @@ def run_validation(
     spec = inputs.spec
     out_dir = Path(out_dir)
     check_folder(out_dir)
-    evaluator = build_evaluator(spec.eval.evaluator, base_dir=_base_dir(spec))
+    base_dir = Path.cwd() if spec.spec_path is None else spec.spec_path.parent
+    evaluator = build_evaluator(spec.eval.evaluator, base_dir=base_dir)
     evaluator.check(inputs.queries)
 
     outcomes: dict[str, RunOutcome] = {}
@@ -281,10 +282,6 @@ def _check_run_inputs(run: RunSpec) -> None:
         discover_checkpoints(run.train.init_from, origin=f"{run.name}: init_from")
 
 
-def _base_dir(spec: ValidateSpec) -> Path:
-    return Path.cwd() if spec.spec_path is None else spec.spec_path.parent
-
-
 # -- training ---------------------------------------------------------------------------------
 
 
@@ -318,7 +315,14 @@ def _train_or_reuse(
         init_fingerprint = hash_checkpoint(init)
     else:
         init_fingerprint = None
-    key = _run_key(train.to_dict(), [hash_input(s.path) for s in train.data], init_fingerprint)
+    key = json_sha256(
+        {
+            "format": _RUN_KEY_FORMAT,
+            "train": train.to_dict(),
+            "data_sha256": [hash_input(s.path) for s in train.data],
+            "init_sha256": init_fingerprint,
+        }
+    )
     run_dir = out_dir / VALIDATE_RUNS_DIR / run_folder_name(run.name)
     record = _read_record(run_dir)
     same = record.get("key") == key and (run_dir / TRAIN_CONFIG_YAML).is_file()
@@ -349,16 +353,6 @@ def _train_or_reuse(
     record.update(checkpoint=checkpoint.path.name, checkpoint_sha256=fingerprint)
     write_text_atomic(run_dir / VALIDATE_RUN_RECORD, json.dumps(record, indent=1) + "\n")
     return RunOutcome(run.name, checkpoint, fingerprint, True, seconds)
-
-
-def _run_key(train: dict[str, Any], data_hashes: list[str | None], init: str | None) -> str:
-    payload = {
-        "format": _RUN_KEY_FORMAT,
-        "train": train,
-        "data_sha256": data_hashes,
-        "init_sha256": init,
-    }
-    return json_sha256(payload)
 
 
 def _read_record(run_dir: Path) -> dict[str, Any]:
