@@ -194,9 +194,8 @@ def apply_quick(spec: ValidateSpec) -> ValidateSpec:
     runs = []
     for run in spec.runs:
         if run.train is not None:
-            steps = quick.max_steps
-            if run.train.max_steps is not None:
-                steps = min(steps, run.train.max_steps)
+            own = run.train.max_steps
+            steps = quick.max_steps if own is None else min(quick.max_steps, own)
             train = replace(
                 run.train,
                 max_steps=steps,
@@ -214,18 +213,13 @@ def apply_quick(spec: ValidateSpec) -> ValidateSpec:
 
 def dependency_order(spec: ValidateSpec) -> list[RunSpec]:
     """The runs in an order where every run comes after the run it continues from."""
-    done: list[RunSpec] = []
-    names: set[str] = set()
-    pending = list(spec.runs)
-    while pending:
-        ready = [r for r in pending if r.init_run is None or r.init_run in names]
+    done: dict[str, RunSpec] = {}
+    while pending := [r for r in spec.runs if r.name not in done]:
+        ready = [r for r in pending if r.init_run is None or r.init_run in done]
         if not ready:  # the validator refuses cycles; this is a guard
             raise ValueError("runs depend on each other in a cycle")
-        for run in ready:
-            done.append(run)
-            names.add(run.name)
-            pending.remove(run)
-    return done
+        done.update((run.name, run) for run in ready)
+    return list(done.values())
 
 
 # -- runs -----------------------------------------------------------------------------------
