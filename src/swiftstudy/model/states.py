@@ -213,9 +213,8 @@ class ModelStates:
         return peft, targets
 
     def _discard_adapter(self) -> None:
-        """Remove the PEFT wrapper and its LoRA layers, leaving the clean base model."""
-        if self._peft is not None:
-            self._base = self._peft.unload()
+        """Remove the current PEFT wrapper and its LoRA layers, leaving the clean base model."""
+        self._base = self._peft.unload()
         self._peft, self._adapter_config = None, None
 
     def _load_full(self, ckpt: Checkpoint) -> tuple[PreTrainedModel, list[TargetModule]]:
