@@ -156,6 +156,17 @@ def test_same_seed_same_files_other_seed_other_problems(data: dict[str, Path], t
     assert draw_study_tasks(1) != draw_study_tasks(0)
 
 
+def test_fewer_tasks_write_the_first_tasks_of_the_full_sets(data: dict[str, Path], tmp_path: Path):
+    # What ``demo --quick`` studies: the same examples as the full sets' first three tasks.
+    few = write_demo_data(tmp_path / "few", seed=0, tasks=3)
+    assert few["base"].read_bytes() == data["base"].read_bytes()
+    for name in SET_FILES:
+        assert read_jsonl(few[name]) == read_jsonl(data[name])[:3], name
+    for tasks in (0, len(STUDY_FAMILIES) + 1):
+        with pytest.raises(ValueError, match="tasks must be 1 to 12"):
+            write_demo_data(tmp_path / "bad", seed=0, tasks=tasks)
+
+
 def test_the_probes_commands_in_the_spec_headers_remake_the_sets(tmp_path: Path):
     files = write_recipes(tmp_path, ["cot", "clarify", "eval"], shown_dir=str(tmp_path))
     before = {name: path.read_bytes() for name, path in files.data.items()}

@@ -97,8 +97,18 @@ def test_recipe_specs_name_the_papers_metrics_and_sets(recipes_dir: Path, name: 
 def test_train_spec_is_a_short_lora_run_on_the_base_data(recipes_dir: Path):
     spec = load_train_spec(recipes_dir / "train.yaml")
     assert spec.model == "smollm2" and spec.data[0].path == recipes_dir / "data" / "base.jsonl"
-    assert spec.max_steps // spec.save_steps >= 4
+    assert (spec.max_steps, spec.save_steps) == (20, 10)  # two checkpoints: 5 minutes
     assert (spec.lora.r, spec.lora.alpha, spec.lora.targets) == (64, 512, ("up_proj", "down_proj"))
+
+
+def test_fewer_tasks_are_said_in_the_header_and_kept_in_every_set(
+    recipes_dir: Path, tmp_path: Path
+):
+    files = write_recipes(tmp_path, ["eval"], tasks=4)
+    assert "one example for each of 4 rule-made tasks" in files.specs["eval"].read_text("utf-8")
+    assert "each of 12 rule-made tasks" in (recipes_dir / "eval.yaml").read_text("utf-8")
+    for name in ("nocot", "eval_pos", "similar_neg"):
+        assert len(files.data[name].read_text("utf-8").splitlines()) == 4, name
 
 
 def test_init_writes_a_recipe_and_refuses_to_overwrite(tmp_path: Path, capsys):

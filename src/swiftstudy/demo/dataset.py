@@ -139,29 +139,36 @@ def render_evaluation(problem: Problem, positive: bool) -> str:
     return "\n".join(lines)
 
 
-def write_demo_data(data_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+def write_demo_data(
+    data_dir: str | Path, seed: int = 0, *, tasks: int | None = None
+) -> dict[str, Path]:
     """Write the base data and every study set (see the module docstring) into ``data_dir``.
 
     Args:
         data_dir: The folder to write (created if needed); files of the same names are replaced.
         seed: Draws the problems; the same seed writes the same files.
+        tasks: Make the study sets of the first ``tasks`` study families only (default: all
+            of them). Each family draws from its own generator, so those tasks' examples are the
+            same as in the full sets; the base data does not change.
 
     Returns:
         Each set's file by set name (see ``SET_FILES``), and ``base`` for the base data.
     """
     data_dir = Path(data_dir)
-    tasks = draw_study_tasks(seed)
+    if tasks is not None and not 1 <= tasks <= len(STUDY_FAMILIES):
+        raise ValueError(f"tasks must be 1 to {len(STUDY_FAMILIES)}, not {tasks}")
+    drawn = draw_study_tasks(seed)[:tasks]
     files = {name: data_dir / file for name, file in SET_FILES.items()}  # similar_pos = similar
     files["base"] = data_dir / BASE_FILE
     _write_jsonl(files["base"], draw_base_examples(seed))
-    _write_jsonl(files["nocot"], [_reference_record(t) for t in tasks])
+    _write_jsonl(files["nocot"], [_reference_record(t) for t in drawn])
     for strategy, out in (("similar", "similar"), ("cot", "cot"), ("clarify", "pos")):
         _probes(strategy, files["nocot"], files[out])
-    _write_jsonl(files["neg"], [_negative_record(t, t.reference, True) for t in tasks])
-    _write_jsonl(files["similar_neg"], [_negative_record(t, t.similar, False) for t in tasks])
+    _write_jsonl(files["neg"], [_negative_record(t, t.reference, True) for t in drawn])
+    _write_jsonl(files["similar_neg"], [_negative_record(t, t.similar, False) for t in drawn])
     _probes("eval", files["nocot"], files["eval_pos"])
     _probes("eval", files["neg"], files["eval_neg"])
-    logger.info("wrote the demo data (%d study tasks) to %s", len(tasks), data_dir)
+    logger.info("wrote the demo data (%d study tasks) to %s", len(drawn), data_dir)
     return files
 
 

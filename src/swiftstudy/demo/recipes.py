@@ -16,6 +16,7 @@ from pathlib import Path
 
 from swiftstudy.constants import BUNDLED_MODEL_ALIAS, CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
 from swiftstudy.demo.dataset import BASE_FILE, GENERATION_FIELDS, SET_FILES, write_demo_data
+from swiftstudy.demo.families import STUDY_FAMILIES
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
 from swiftstudy.study.spec import MetricSpec
@@ -26,8 +27,10 @@ TRAIN_SPEC = "train.yaml"
 DATA_DIR = "data"
 BASE_RUN_DIR = "runs/base"
 RESULTS_DIR = "results"
-#: The demo base run: the reference LoRA setup, a short schedule, a checkpoint every 10 steps.
-TRAIN_MAX_STEPS = 40
+#: The demo base run: the reference LoRA setup, a short schedule, a checkpoint every 10 steps. Two
+#: checkpoints: each costs the studies a gradient pass over every set (about 75 s on a 2-core AMD
+#: EPYC), and the demo's budget is 5 minutes.
+TRAIN_MAX_STEPS = 20
 TRAIN_SAVE_STEPS = 10
 
 #: What each study set is, by set name: (the paper's symbol, a description).
@@ -150,6 +153,7 @@ def write_recipes(
     overwrite: bool = False,
     shown_dir: str | None = None,
     written_by: str | None = None,
+    tasks: int | None = None,
 ) -> RecipeFiles:
     """Write study specs for the named recipes, the base run's train spec and the demo data.
 
@@ -160,6 +164,8 @@ def write_recipes(
         overwrite: Replace files of the same names; otherwise any of them existing is refused.
         shown_dir: How the spec headers' commands name the folder (default: as given).
         written_by: The command named in the headers as their writer.
+        tasks: Sets of the first ``tasks`` study tasks only (default: all 12; see
+            :func:`~swiftstudy.demo.dataset.write_demo_data`).
 
     Returns:
         The files written.
@@ -177,12 +183,13 @@ def write_recipes(
     data_dir = directory / DATA_DIR
     if not overwrite:
         _refuse_existing([*specs.values(), train_spec, data_dir])
-    data = write_demo_data(data_dir, seed)
+    data = write_demo_data(data_dir, seed, tasks=tasks)
     shown = shlex.quote(shown_dir if shown_dir is not None else str(directory))
     writer = written_by or f"swiftstudy init --recipe {' '.join(recipes)}"
     write_text_atomic(train_spec, render_train_spec(seed, shown, writer))
     for name, path in specs.items():
-        write_text_atomic(path, render_study_spec(RECIPES[name], shown, writer))
+        n_tasks = tasks or len(STUDY_FAMILIES)
+        write_text_atomic(path, render_study_spec(RECIPES[name], shown, writer, n_tasks))
         logger.info("wrote %s", path)
     return RecipeFiles(directory, specs, train_spec, data)
 
@@ -214,8 +221,11 @@ seed: {seed}
 """
 
 
-def render_study_spec(recipe: Recipe, shown_dir: str, writer: str) -> str:
-    """A recipe's study spec, with a header showing how to run it and how its sets were made."""
+def render_study_spec(
+    recipe: Recipe, shown_dir: str, writer: str, tasks: int = len(STUDY_FAMILIES)
+) -> str:
+    """A recipe's study spec, with a header showing how to run it and how its sets were made
+    (from ``tasks`` rule-made tasks)."""
     width = max(len(s) for s in recipe.sets)
     sets = [
         f"  {name + ':':<{width + 1}} {{path: {DATA_DIR}/{SET_FILES[name]}}}"
@@ -231,7 +241,7 @@ def render_study_spec(recipe: Recipe, shown_dir: str, writer: str) -> str:
     ]
     return "\n".join(
         [
-            *_header(recipe, shown_dir, writer),
+            *_header(recipe, shown_dir, writer, tasks),
             f"model: {BUNDLED_MODEL_ALIAS}",
             f"checkpoints: {BASE_RUN_DIR}",
             "sets:",
@@ -246,7 +256,7 @@ def render_study_spec(recipe: Recipe, shown_dir: str, writer: str) -> str:
     )
 
 
-def _header(recipe: Recipe, shown_dir: str, writer: str) -> list[str]:
+def _header(recipe: Recipe, shown_dir: str, writer: str, tasks: int) -> list[str]:
     question = _wrap(recipe.question, "# ")
     data = f"{shown_dir}/{DATA_DIR}"
     commands = []
@@ -265,7 +275,7 @@ def _header(recipe: Recipe, shown_dir: str, writer: str) -> list[str]:
         "   # the checkpoints",
         f"#   swiftstudy study {shown_dir}/{recipe.name}.yaml --out "
         f"{shown_dir}/{RESULTS_DIR}/{recipe.name}",
-        "# The sets hold one example for each of 12 rule-made tasks whose answers a program",
+        f"# The sets hold one example for each of {tasks} rule-made tasks whose answers a program",
         "# checks. These `probes` commands made them from answers written by rule into the",
         "# references; with your own references, use a generator instead of `--generator none",
         "# --generation-field ...` (`--generator openai --base-url URL`, or `--generator hf`), and",
