@@ -212,9 +212,8 @@ def attn_implementation() -> Any:
 
 
 def _from_pretrained_key(key: str, doc: str, rule: Callable = SpecValidator.string) -> Any:
-    """A ``from_pretrained`` key's option, left out of the resolved config at its default: a
-    ``boolean`` (default false) or a ``string`` (default null); refused where the spec's model is
-    none of ``APPLIES_TO[key]`` (a model left at its default is checked on loading)."""
+    """A ``from_pretrained`` key (false or null by default, then omitted from the resolved config);
+    refused for a model none of ``APPLIES_TO[key]`` (a default model is checked on loading)."""
     boolean = rule is SpecValidator.boolean
 
     def run(reader: SpecValidator, value: Any, key_path: KeyPath) -> Any:

@@ -71,10 +71,9 @@ def probes_spec_from_flags(flags: Mapping[str, Any]) -> ProbesSpec:
     """
     generator = flags.get("generator")
     data: dict[str, Any] = {}
-    top = {key for key, _, _ in spec_options(ProbesSpec)}
     for key, value in flags.items():
         owners = [name for name, cls in _SECTIONS.items() if key in _keys(cls)]
-        if key in top or not owners:
+        if key in _keys(ProbesSpec) or not owners:
             data[key] = value
         elif generator in owners:
             data.setdefault(generator, {})[key] = value

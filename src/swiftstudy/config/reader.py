@@ -128,12 +128,11 @@ class SpecValidator:
         a section), instead of the closest name.
         """
         allowed = (*required, *optional)
+        expected = f"expected one of {', '.join(allowed)}"
         for key in mapping:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), [*allowed, *aliases], n=1)
-                hint = (
-                    f"did you mean {close[0]!r}?" if close else f"expected one of {_list(allowed)}"
-                )
+                hint = f"did you mean {close[0]!r}?" if close else expected
                 hint = (hints or {}).get(str(key), hint)
                 raise self.error(f"unknown key {key!r}: {hint}", (*key_path, key))
         for key in required:
@@ -191,7 +190,7 @@ class SpecValidator:
         text = self.string(value, key_path)
         if text not in choices:
             known = "known sets" if what == "set" else "expected one of"
-            raise self.error(f"unknown {what} {text!r} ({known}: {_list(choices)})", key_path)
+            raise self.error(f"unknown {what} {text!r} ({known}: {', '.join(choices)})", key_path)
         return text
 
     def path(self, value: Any, key_path: KeyPath) -> Path:
@@ -245,7 +244,3 @@ def describe_value(value: Any) -> str:
     kinds.update({list: "a list", dict: "a mapping"})
     kind = kinds.get(type(value), type(value).__name__)
     return kind if isinstance(value, (list, dict)) else f"{kind} ({value!r})"
-
-
-def _list(choices: Sequence[str]) -> str:
-    return ", ".join(choices)

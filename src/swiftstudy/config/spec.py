@@ -170,12 +170,9 @@ def from_dict(
     command-line override), ``name_key`` how errors name a key (default: the dotted key).
     """
     reader = SpecValidator(source, lines or {}, absolute_path(Path(base_dir)), name_key)
-    keys = [key for key, _, _ in spec_options(cls)]
-    fixed = (
-        {"spec_path": source} if "spec_path" in {f.name for f in dataclasses.fields(cls)} else {}
-    )
-    what = f"a mapping of spec keys ({', '.join(keys[:3])}, ...)"
-    return read_spec(cls, data, reader, (), what, **fixed)
+    keys = ", ".join(key for key, _, _ in spec_options(cls)[:3])
+    fixed = {f.name: source for f in dataclasses.fields(cls) if f.name == "spec_path"}
+    return read_spec(cls, data, reader, (), f"a mapping of spec keys ({keys}, ...)", **fixed)
 
 
 def load_spec(cls: type[S], path: str | Path, overrides: Sequence[str] = ()) -> S:
