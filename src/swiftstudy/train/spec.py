@@ -124,11 +124,7 @@ def _data(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[DataSou
 
 @dataclass(frozen=True)
 class TrainSpec(Spec):
-    """A validated train spec (``spec_path``: its file, for messages; not compared or saved).
-
-    ``epochs`` and ``max_steps`` exclude each other, except that one set by a command-line
-    override replaces the other one written in the file.
-    """
+    """A validated train spec (``spec_path``: its file, for messages; not compared or saved)."""
 
     unsupported_keys: ClassVar[dict[str, str]] = {
         "gradient_accumulation_steps": "set batch_size, the examples of one optimizer step over "
@@ -205,8 +201,18 @@ class TrainSpec(Spec):
     def _validate(
         reader: SpecValidator, values: dict[str, Any], body: dict[Any, Any], key_path: KeyPath
     ) -> None:
-        """The rules across keys: duration, lr above min_lr, whole gradient accumulation."""
-        _duration(reader, values, body, key_path)
+        """The rules across keys: epochs or max_steps (an override replacing the file's other
+        one), lr above min_lr, whole gradient accumulation."""
+        epochs, max_steps = values.get("epochs"), values.get("max_steps")
+        if epochs is not None and max_steps is not None:
+            by_override = [k for k in ("epochs", "max_steps") if reader.overridden((*key_path, k))]
+            if len(by_override) != 1:
+                raise reader.error("give epochs or max_steps, not both", (*key_path, "max_steps"))
+            values["max_steps" if by_override == ["epochs"] else "epochs"] = None
+        elif max_steps is not None:
+            values["epochs"] = None
+        elif epochs is None and "epochs" in body:
+            raise reader.error("set epochs or max_steps", (*key_path, "epochs"))
         lr = values.get("lr", DEFAULT_TRAIN_LR)
         min_lr = values.get("min_lr", DEFAULT_TRAIN_MIN_LR)
         if min_lr > lr:
@@ -222,23 +228,6 @@ class TrainSpec(Spec):
             )
         if values.get("full_finetune") and "lora" in body:
             logger.warning("full_finetune is set: the lora section is ignored")
-
-
-def _duration(
-    reader: SpecValidator, values: dict[str, Any], body: dict[Any, Any], key_path: KeyPath
-) -> None:
-    """``epochs`` or ``max_steps``: one of them, an override replacing the file's other one."""
-    epochs, max_steps = values.get("epochs"), values.get("max_steps")
-    if epochs is not None and max_steps is not None:
-        keys = ("epochs", "max_steps")
-        by_override = [k for k in keys if reader.overridden((*key_path, k))]
-        if len(by_override) != 1:
-            raise reader.error("give epochs or max_steps, not both", (*key_path, "max_steps"))
-        values["max_steps" if by_override == ["epochs"] else "epochs"] = None
-    elif max_steps is not None:
-        values["epochs"] = None
-    elif epochs is None and "epochs" in body:
-        raise reader.error("set epochs or max_steps", (*key_path, "epochs"))
 
 
 #: ``load_train_spec(path, overrides=())``: a spec file, after overrides (``config.load_spec``).
