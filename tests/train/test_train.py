@@ -393,6 +393,7 @@ def test_cli_trains_and_lists_checkpoints(train_dir, capsys):
         (["init_from=nowhere"], None, "nowhere: init_from: no such folder"),
         (["model=./missing"], None, "missing: model: no such path"),
         (["lora.targets=[gate]"], None, "lora.targets: cannot apply LoRA"),
+        (["max_length=2", "on_overflow=drop"], None, "data[0]: every example of"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(

@@ -228,7 +228,7 @@ def _check_not_empty(spec: TrainSpec, tokenized: list[list[TokenizedExample]]) -
     for index, (source, toks) in enumerate(zip(spec.data, tokenized, strict=True)):
         if not toks:
             raise spec_key_error(
-                spec,
+                spec.spec_path,
                 f"every example of {source.path} was dropped: none fits max_length",
                 ("data", index),
             )
