@@ -51,11 +51,8 @@ class CompletionCollator:
     def __call__(self, examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
         sequences = [(t.input_ids, t.completion_mask) for t in examples]
         batch = collate(sequences, range(len(sequences)), pad_id=self.pad_id)
-        return {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "completion_mask": batch.completion_mask,
-        }
+        keys = ("input_ids", "attention_mask", "completion_mask")
+        return {key: getattr(batch, key) for key in keys}
 
 
 class EpochSampler(Sampler[int]):

@@ -54,18 +54,16 @@ def check_out_dir(
             logger.info("%s holds no run to resume: starting afresh", out_dir)
         return None
     newest = _newest_checkpoint(out_dir)
-    if not resume:
-        if newest is not None:
-            raise InputError(
-                f"already holds checkpoints of this run (up to {newest.name}); "
-                "use --resume to continue it, or --overwrite to start again",
-                path=out_dir,
-                key="--out",
-            )
-        return None
-    if newest is None:
+    if not resume and newest is not None:
+        raise InputError(
+            f"already holds checkpoints of this run (up to {newest.name}); "
+            "use --resume to continue it, or --overwrite to start again",
+            path=out_dir,
+            key="--out",
+        )
+    if resume and newest is None:
         logger.info("%s has no complete checkpoint yet: starting afresh", out_dir)
-    return newest
+    return newest if resume else None
 
 
 def _newest_checkpoint(out_dir: Path) -> Path | None:

@@ -217,8 +217,7 @@ def _discover_init(spec: TrainSpec) -> Checkpoint | None:
 
 
 def _resolve_device(spec: TrainSpec) -> str:
-    """``model.resolve_device``, refusing a CUDA device on a machine without one by the spec's
-    file, line and key."""
+    """``model.resolve_device``, refusing a CUDA device absent here at the spec's line and key."""
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         raise spec_key_error(spec.spec_path, "CUDA is not available on this machine", ("device",))
     return str(resolve_device(spec.device))
@@ -317,22 +316,13 @@ def _quiet_peft() -> Iterator[None]:
 
 def _check_adapter_matches(spec: TrainSpec, init: Checkpoint) -> None:
     """Refuse to continue an adapter whose LoRA settings differ from the spec's ``lora``."""
-    path = init.path / ADAPTER_CONFIG
-    saved = read_json(path, key="init_from")
-    targets = saved.get("target_modules")
-    found = {
-        "r": saved.get("r"),
-        "alpha": saved.get("lora_alpha"),
-        "dropout": saved.get("lora_dropout"),
-        "targets": sorted(targets) if isinstance(targets, list) else targets,
-    }
-    wanted = {
-        "r": spec.lora.r,
-        "alpha": spec.lora.alpha,
-        "dropout": spec.lora.dropout,
-        "targets": sorted(spec.lora.targets),
-    }
-    differing = [f"{k}: {found[k]!r}" for k in wanted if found[k] != wanted[k]]
+    saved = read_json(init.path / ADAPTER_CONFIG, key="init_from")
+    peft = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "targets": "target_modules"}
+    found = {key: saved.get(name) for key, name in peft.items()}
+    if isinstance(found["targets"], list):
+        found["targets"] = sorted(found["targets"])
+    wanted = {**{k: getattr(spec.lora, k) for k in peft}, "targets": sorted(spec.lora.targets)}
+    differing = [f"{k}: {found[k]!r}" for k in peft if found[k] != wanted[k]]
     if differing:
         raise spec_key_error(
             spec.spec_path,
