@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,8 @@ def output_paths(out: str | Path, strategy: Strategy) -> dict[str, Path]:
     """
     out = Path(out)
     main, *extra = (output.kind for output in strategy.outputs)
-    paths = {main: out}
-    for kind in extra:
-        paths[kind] = out.with_name(f"{out.stem}.{kind}{out.suffix or '.jsonl'}")
-    return paths
+    suffix = out.suffix or ".jsonl"
+    return {main: out, **{kind: out.with_name(f"{out.stem}.{kind}{suffix}") for kind in extra}}
 
 
 def build_probes(
@@ -178,7 +176,7 @@ def build_probes(
         failures=tuple(failures),
         n_cached=answers.n_cached,
         n_generated=answers.n_generated,
-        config_path=_config_path(out),
+        config_path=Path(out).with_name(Path(out).stem + PROBES_CONFIG_SUFFIX),
     )
     inputs = {"path": str(Path(references).resolve()), "split": split, "limit": limit}
     # A saved dataset folder has no single file to check with sha256sum: None.
@@ -291,11 +289,6 @@ def probe_record(probe: Probe, label: Any = None) -> dict[str, Any]:
     return record
 
 
-def _config_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.stem + PROBES_CONFIG_SUFFIX)
-
-
 def _describe(
     result: ProbesResult, inputs: dict[str, Any], generator: dict[str, Any]
 ) -> dict[str, Any]:
@@ -313,8 +306,5 @@ def _describe(
         "n_probes": result.n_probes,
         "n_cached": result.n_cached,
         "n_generated": result.n_generated,
-        "failures": [
-            {"source_id": f.source_id, "origin": f.origin, "reason": f.reason, "answer": f.answer}
-            for f in result.failures
-        ],
+        "failures": [asdict(failure) for failure in result.failures],
     }
