@@ -287,13 +287,21 @@ def compute_agreement(
     # Every row has accuracy (NLL) when the baseline's has: a validation grades all or none.
     gains = [s.gain for s in strategies if s.gain is not None]
     falls = [-s.delta_nll for s in strategies if s.delta_nll is not None]
+    by_accuracy = _rank_and_signs(strategies, None if rows[baseline].delta is None else gains)
+    by_nll = _rank_and_signs(strategies, None if rows[baseline].delta_nll is None else falls)
     return Agreement(
         scores=scores_path,
         baseline=baseline,
         strategies=tuple(strategies),
         unmatched=tuple(unmatched),
-        **_rank_and_signs(strategies, None if rows[baseline].delta is None else gains, ""),
-        **_rank_and_signs(strategies, None if rows[baseline].delta_nll is None else falls, "_nll"),
+        spearman=by_accuracy[0],
+        sign_agreements=by_accuracy[2],
+        spearman_interval=by_accuracy[1],
+        sign_agreements_interval=by_accuracy[3],
+        spearman_nll=by_nll[0],
+        spearman_nll_interval=by_nll[1],
+        sign_agreements_nll=by_nll[2],
+        sign_agreements_nll_interval=by_nll[3],
     )
 
 
@@ -305,17 +313,13 @@ def _same_sign(score: float, change: float | None) -> bool | None:
 
 
 def _rank_and_signs(
-    strategies: Sequence[StrategyAgreement], changes: Sequence[float] | None, measure: str
-) -> dict[str, Any]:
-    """Agreement's ``spearman<measure>``, ``sign_agreements<measure>`` and their intervals."""
-    names = [
-        f"{n}{measure}{end}" for n in ("spearman", "sign_agreements") for end in ("", "_interval")
-    ]
+    strategies: Sequence[StrategyAgreement], changes: Sequence[float] | None
+) -> tuple[float | None, Interval | None, int | None, Interval | None]:
+    """ρ(score, change), its interval, signs that agree, their interval; None without changes."""
     if changes is None:
-        return dict.fromkeys(names)
+        return None, None, None, None
     n = len(strategies)
     scores = [s.swift_score for s in strategies]
     rho = compute_rank_correlation(scores, changes)
     agree = sum(_same_sign(x, y) is True for x, y in zip(scores, changes, strict=True))
-    values = (rho, compute_spearman_interval(rho, n), agree, compute_wilson_interval(agree, n))
-    return dict(zip(names, values, strict=True))
+    return rho, compute_spearman_interval(rho, n), agree, compute_wilson_interval(agree, n)
