@@ -241,9 +241,8 @@ def load_checkpoint_weights(model: nn.Module, folder: Path) -> None:
         return
     if not (folder / MODEL_CONFIG).is_file():
         raise InputError("expected a full model checkpoint (config.json)", path=folder)
-    state = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(file, device="cpu"))
+    files = sorted(folder.glob("*.safetensors"))
+    state = {k: v for file in files for k, v in load_file(file, device="cpu").items()}
     tied = _tied_groups(model)
     _check_tensors(model.state_dict(), state, folder, optional={n for g in tied for n in g})
     absent = [names[0] for names in tied if not any(n in state for n in names)]
@@ -266,9 +265,8 @@ def _check_tensors(
     missing = sorted(set(expected) - set(state) - optional)
     unknown = sorted(set(state) - set(expected))
     misshapen = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    problems = [f"{len(missing)} missing (e.g. {missing[0]!r})"] if missing else []
-    problems += [f"{len(unknown)} unknown (e.g. {unknown[0]!r})"] if unknown else []
-    problems += [f"{len(misshapen)} of another shape (e.g. {misshapen[0]!r})"] if misshapen else []
+    found = {"missing": missing, "unknown": unknown, "of another shape": misshapen}
+    problems = [f"{len(keys)} {what} (e.g. {keys[0]!r})" for what, keys in found.items() if keys]
     if problems:
         raise InputError(
             "the checkpoint does not match the model being trained: " + ", ".join(problems),
