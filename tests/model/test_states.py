@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from conftest import build_tiny_llama
 from swiftstudy.errors import InputError
 from swiftstudy.model.checkpoints import Checkpoint
-from swiftstudy.model.states import ModelStates, target_parameters
+from swiftstudy.model.states import ModelStates, find_targets, target_parameters
 
 VOCAB = 64
 #: LoRA on up_proj and down_proj of 2 layers: 4 adapted modules, each with lora_A and lora_B.
@@ -175,6 +175,28 @@ def test_dora_is_refused(tmp_path):
     with pytest.raises(InputError, match="DoRA") as info:
         ModelStates(build_tiny_llama(VOCAB)).load(dora)
     assert info.value.key == "use_dora"
+
+
+def test_a_live_model_gets_the_targets_a_saved_one_would_and_the_same_refusals(tmp_path):
+    # find_targets: what the training callback studies, the model as it is being trained.
+    ckpt = save_adapter(tmp_path / "a", seed=1)
+    _, saved = ModelStates(build_tiny_llama(VOCAB)).load(ckpt)
+    live = get_peft_model(build_tiny_llama(VOCAB), lora_config())
+    found = find_targets(live, ckpt)
+    assert [t.name for t in found] == [t.name for t in saved]
+    assert len(found) == N_LORA_TARGETS and all(
+        isinstance(t.module, torch.nn.Linear) for t in found
+    )
+    for overrides, key, what in (
+        ({"use_dora": True}, "peft_config.use_dora", "DoRA is not supported"),
+        ({"bias": "lora_only"}, "peft_config.bias", "trained biases are not supported"),
+    ):
+        model = get_peft_model(build_tiny_llama(VOCAB), lora_config(**overrides))
+        with pytest.raises(InputError, match=what) as info:
+            find_targets(model, ckpt)
+        assert info.value.key == key
+    full = find_targets(build_tiny_llama(VOCAB), ckpt, full_params=[r"mlp\.up_proj"])
+    assert [t.name for t in full] == [f"model.layers.{i}.mlp.up_proj" for i in range(2)]
 
 
 def save_trained_extras(path: Path, *, seed: int, vocab: int = VOCAB, **overrides) -> Checkpoint:
