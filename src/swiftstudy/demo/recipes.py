@@ -187,8 +187,8 @@ def write_recipes(
     shown = shlex.quote(shown_dir if shown_dir is not None else str(directory))
     writer = written_by or f"swiftstudy init --recipe {' '.join(recipes)}"
     write_text_atomic(train_spec, render_train_spec(seed, shown, writer))
+    n_tasks = tasks or len(STUDY_FAMILIES)
     for name, path in specs.items():
-        n_tasks = tasks or len(STUDY_FAMILIES)
         write_text_atomic(path, render_study_spec(RECIPES[name], shown, writer, n_tasks))
         logger.info("wrote %s", path)
     return RecipeFiles(directory, specs, train_spec, data)
