@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import fields
 
 from swiftstudy.data import Message
 from swiftstudy.generate import (
@@ -101,8 +100,14 @@ class JudgeEvaluator(Evaluator):
 
 def build_judge_generator(spec: JudgeSpec) -> CachedGenerator:
     """The judge's chat generator, greedy, behind the on-disk generation cache."""
-    # Left at the generator's defaults: temperature (greedy), and seed and backoff (no judge keys).
-    dropped = ("temperature", "seed", "backoff_s", "max_backoff_s")
-    given = {f.name: getattr(spec, f.name) for f in fields(OpenAISettings) if f.name not in dropped}
-    settings = OpenAISettings(**given)
+    settings = OpenAISettings(
+        model=spec.model,
+        base_url=spec.base_url,
+        api_key_env=spec.api_key_env,
+        temperature=0.0,
+        max_new_tokens=spec.max_new_tokens,
+        concurrency=spec.concurrency,
+        max_retries=spec.max_retries,
+        timeout_s=spec.timeout_s,
+    )
     return CachedGenerator(OpenAIChatGenerator(settings), GenerationCache(spec.cache_dir))
