@@ -50,6 +50,8 @@ _TONES = {
     VERDICT_NO_INTERVAL: TONE_MUTED,
 }
 _TRENDS = {VERDICT_POSITIVE: "rising", VERDICT_NEGATIVE: "falling"}
+#: How the step table words a trend, by its verdict (any other: "no clear trend").
+_TREND_WORDS = {**_TRENDS, VERDICT_NO_INTERVAL: "no interval"}
 #: A rank correlation above this is called strong in the diagnostics.
 _STRONG_CORRELATION = 0.5
 _PAIRS_INTRO = Paragraph(
@@ -123,7 +125,7 @@ def _verdict_cell(verdict: str) -> Cell:
 def _trend_text(trend: Trend | None) -> str:
     if trend is None:
         return "n/a (one checkpoint)"
-    word = {**_TRENDS, VERDICT_NO_INTERVAL: "no interval"}.get(trend.verdict, "no clear trend")
+    word = _TREND_WORDS.get(trend.verdict, "no clear trend")
     return f"{word}: {format_number(trend.slope)} {format_interval(trend.ci_low, trend.ci_high)}"
 
 

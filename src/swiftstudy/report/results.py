@@ -330,7 +330,8 @@ def build_metric_pairs(
     Raises:
         InputError: A pair names no scored example, or ``cosine`` without ``norms.csv``.
     """
-    sqnorms = None if normalization == NORMALIZATION_RELINF else _sqnorms(tables, normalization)
+    rescore = normalization != NORMALIZATION_RELINF
+    sqnorms = _sqnorms(tables, normalization) if rescore else None
     result = []
     for metric in tables.metrics:
         for name in (metric.probes, metric.evals):
@@ -348,17 +349,19 @@ def build_metric_pairs(
             relinf, dots = np.zeros(mask.shape), np.zeros(mask.shape)
             eval_sqnorms = np.zeros(len(evals))
             present = np.zeros_like(mask)
-            # ``dots`` and ``relinf`` hold the same pairs: both are keyed from relinf.csv's rows.
-            for (probe_id, eval_id), (dot, sqnorm) in tables.dots.get(key, {}).items():
+            # ``dots`` holds the same pairs as ``relinf``: both are keyed from relinf.csv's rows.
+            pair_dots = tables.dots.get(key, {})
+            for (probe_id, eval_id), value in tables.relinf.get(key, {}).items():
                 if probe_id not in row or eval_id not in col:
                     raise InputError(
                         f"step {step}: pair ({probe_id!r}, {eval_id!r}) of no scored example",
                         path=tables.out_dir / RELINF_CSV,
                     )
                 i, j = row[probe_id], col[eval_id]
-                relinf[i, j] = tables.relinf[key][probe_id, eval_id]
-                dots[i, j], eval_sqnorms[j], present[i, j] = dot, sqnorm, True
-            if normalization == NORMALIZATION_RELINF:
+                relinf[i, j], present[i, j] = value, True
+                if rescore:
+                    dots[i, j], eval_sqnorms[j] = pair_dots[probe_id, eval_id]
+            if not rescore:
                 matrices.append(PairMatrix(step, relinf, mask & present))
                 continue
             probe_sqnorms = None
