@@ -145,10 +145,9 @@ def run_studies(
     for key, spec in specs.items():
         loaded = {}
         for s in spec.sets:  # a file two studies share is read once
-            options = s.load_options()
-            read = (str(s.path), repr(options))
+            read = replace(s, name="")  # what is read: the set's spec but its name
             if read not in files:
-                files[read] = load_examples(s.path, **options)
+                files[read] = load_examples(s.path, **s.load_options())
             loaded[s.name] = files[read]
         check_pairs(spec, {name: [e.task for e in exs] for name, exs in loaded.items()})
         examples[key] = loaded
