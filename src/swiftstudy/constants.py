@@ -197,6 +197,10 @@ EVALUATORS = (
 DEFAULT_NUMERIC_TOLERANCE = 1e-6
 DEFAULT_EVAL_MAX_NEW_TOKENS = 256
 DEFAULT_EVAL_BATCH_SIZE = 8
+#: How validate decodes answers: transformers with the adapter merged, or vLLM with LoRA.
+EVAL_BACKEND_HF = "hf"
+EVAL_BACKEND_VLLM = "vllm"
+EVAL_BACKENDS = (EVAL_BACKEND_HF, EVAL_BACKEND_VLLM)
 DEFAULT_VALIDATE_DEVICE = "auto"
 #: The judge answers one digit; a little room for servers that add a space or a newline first.
 DEFAULT_JUDGE_MAX_NEW_TOKENS = 8

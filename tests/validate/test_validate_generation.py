@@ -10,12 +10,15 @@ from peft.tuners.lora import LoraLayer
 
 from conftest import add_random_lora, build_tiny_llama, build_tiny_tokenizer
 from swiftstudy.data import Message
+from swiftstudy.errors import InputError
 from swiftstudy.generate import HFGenerator, HFSettings
 from swiftstudy.model import Checkpoint
 from swiftstudy.validate.generation import (
     BaseModelStates,
     CheckpointGenerator,
     GenerationSettings,
+    VLLMCheckpointGenerator,
+    VLLMDecoder,
 )
 
 PROMPTS = [
@@ -113,3 +116,16 @@ def test_models_whose_cache_rows_cannot_join_fall_back_to_model_generate(checkpo
     generator = CheckpointGenerator(BaseModelStates(settings), ckpt, "fingerprint")
     assert generator.generate(PROMPTS) == expected
     assert generator.stats.answers == len(PROMPTS) and generator.tokens_per_second > 0
+
+
+def test_vllm_answers_are_cached_apart_and_full_models_are_refused_before_decoding(tmp_path):
+    states = BaseModelStates(GenerationSettings(model="m", max_new_tokens=4))
+    adapter = Checkpoint(tmp_path, 3, "adapter")
+    decoder = VLLMDecoder(states, max_lora_rank=12)
+    assert decoder.max_lora_rank == 16  # the smallest rank vLLM serves that covers 12
+    by_vllm = VLLMCheckpointGenerator(decoder, adapter, "abc").settings
+    by_hf = CheckpointGenerator(states, adapter, "abc").settings
+    assert by_vllm == {**by_hf, "generator": "vllm"}  # one key apart: never each other's answers
+    with pytest.raises(InputError, match=r"decodes LoRA adapters.*eval\.backend: hf"):
+        VLLMCheckpointGenerator(decoder, Checkpoint(tmp_path, 3, "full"), "abc")
+    assert states._states is None  # nothing loaded, nothing started

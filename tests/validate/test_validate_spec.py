@@ -314,3 +314,15 @@ def test_a_model_loading_key_set_by_an_override(tmp_path: Path):
     message = _error(tmp_path, path.read_text(), ["trust_remote_code=perhaps"])
     assert "trust_remote_code: expected true or false" in message
     assert "(set by a command-line override)" in message
+
+
+def test_the_eval_backend_is_hf_unless_vllm_is_asked_for(tmp_path: Path):
+    spec = load_validate_spec(_write(tmp_path))
+    assert spec.eval.backend == "hf"
+    assert "backend" not in spec.to_dict()["eval"]  # configs saved before the key stay equal
+    chosen = load_validate_spec(_write(tmp_path), ["eval.backend=vllm"])
+    assert chosen.eval.backend == "vllm"
+    assert chosen.to_dict()["eval"]["backend"] == "vllm"
+    wrong = SPEC.replace("evaluator: numeric}", "evaluator: numeric, backend: vlm}")
+    message = _error(tmp_path, wrong)
+    assert "validate.yaml:2" in message and "eval.backend" in message and "vllm" in message

