@@ -18,6 +18,12 @@ for the reasons first, so answers run from a few tokens to ``max_new_tokens``; v
   unmerged, to tell the merge's share from the batching's.
 - ``new``: what validate does now (``CheckpointGenerator``): the adapter merged into the weights,
   continuous batching, the weights restored exactly after.
+- ``vllm`` (not run by default; run from the vLLM environment, ``.venv-vllm/bin/python``):
+  ``eval.backend: vllm``, vLLM with the adapter per request (``VLLMEngine``), on the same CPUs
+  (``VLLM_CPU_OMP_THREADS_BIND`` set to ``--threads`` cores unless given). The engine's start is
+  timed apart, in the warm-up.
+
+    .venv-vllm/bin/python benchmarks/decoding.py --paths new vllm
 
 Tokens/s counts the answers' tokens (the text re-tokenized, end-of-turn excluded) over the same
 seconds for every path, so the columns compare; ``new`` also prints its own count.
@@ -45,8 +51,9 @@ from swiftstudy.data import Message
 from swiftstudy.demo.families import BASE_FAMILIES, STUDY_FAMILIES
 from swiftstudy.generate import HFGenerator, HFSettings, Prompt
 from swiftstudy.generate.greedy import generate_greedy
-from swiftstudy.generate.hf import render_prompt
-from swiftstudy.model import Checkpoint, load_base_model
+from swiftstudy.generate.hf import render_prompt, stop_token_ids
+from swiftstudy.generate.vllm_lora import VLLMEngine
+from swiftstudy.model import Checkpoint, load_base_model, model_folder
 from swiftstudy.validate.generation import (
     BaseModelStates,
     CheckpointGenerator,
@@ -75,13 +82,32 @@ def save_random_adapter(folder: Path) -> Checkpoint:
     return Checkpoint(folder, 0, "adapter")
 
 
+_ENGINES: dict[str, VLLMEngine] = {}
+
+
+def vllm_engine(states: BaseModelStates) -> VLLMEngine:
+    """The vLLM engine over the bundled model (started once, on its first answers)."""
+    if "engine" not in _ENGINES:
+        model, tokenizer = states.base()
+        _ENGINES["engine"] = VLLMEngine(
+            model_folder("smollm2"), tokenizer, stop_token_ids(model, tokenizer), max_lora_rank=64
+        )
+    return _ENGINES["engine"]
+
+
 def run_path(path: str, states: BaseModelStates, ckpt: Checkpoint, prompts: list[Prompt]):
     """``(answers, seconds, own token count or None)`` of one decoding path."""
     config = states.settings
     model, tokenizer = states.load(ckpt)
     started = time.perf_counter()
     own_tokens = None
-    if path == "old":
+    if path == "vllm":
+        results = vllm_engine(states).generate(
+            prompts, adapter=ckpt.path, max_new_tokens=config.max_new_tokens
+        )
+        answers = [answer.text for answer in results]
+        own_tokens = sum(len(answer.token_ids) for answer in results)
+    elif path == "old":
         settings = HFSettings(max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
         answers = HFGenerator(settings, model=model, tokenizer=tokenizer).generate(prompts)
     elif path == "batching":
@@ -110,6 +136,8 @@ def main() -> None:
     parser.add_argument("--paths", nargs="+", default=["old", "new"])
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{opts.threads - 1}")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB
     print(describe_machine(opts.threads))
 
     prompts = make_prompts(opts.prompts)
@@ -121,7 +149,10 @@ def main() -> None:
         states = BaseModelStates(settings)
         _, tokenizer = states.load(ckpt)
         for path in opts.paths:  # warm up every path on two short prompts
+            started = time.perf_counter()
             run_path(path, states, ckpt, make_prompts(2, seed=1))
+            if path == "vllm":
+                print(f"  vLLM engine start and warm-up: {time.perf_counter() - started:.1f} s")
         results = {}
         for path in opts.paths:
             load = os.getloadavg()[0]

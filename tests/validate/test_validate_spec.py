@@ -326,3 +326,14 @@ def test_the_eval_backend_is_hf_unless_vllm_is_asked_for(tmp_path: Path):
     wrong = SPEC.replace("evaluator: numeric}", "evaluator: numeric, backend: vlm}")
     message = _error(tmp_path, wrong)
     assert "validate.yaml:2" in message and "eval.backend" in message and "vllm" in message
+
+
+def test_the_vllm_backend_refuses_a_full_fine_tune_before_training(tmp_path: Path):
+    vllm = SPEC.replace("evaluator: numeric}", "evaluator: numeric, backend: vllm}")
+    own = vllm.replace("data: [pos.jsonl],", "data: [pos.jsonl], full_finetune: true,")
+    message = _error(tmp_path, own)
+    assert "validate.yaml:8" in message and "runs[3].full_finetune" in message
+    assert "decodes LoRA adapters" in message
+    default = vllm.replace("train: {epochs: 1,", "train: {full_finetune: true, epochs: 1,")
+    assert "train.full_finetune" in _error(tmp_path, default)
+    assert load_validate_spec(_write(tmp_path, own.replace(", backend: vllm", "")))  # hf: fine

@@ -51,6 +51,7 @@ from swiftstudy.constants import (
     DEFAULT_EVAL_MAX_NEW_TOKENS,
     DEFAULT_VALIDATE_DEVICE,
     EVAL_BACKEND_HF,
+    EVAL_BACKEND_VLLM,
     EVAL_BACKENDS,
     EVALUATOR_EXACT,
     MODEL_CONFIG,
@@ -248,7 +249,23 @@ def _runs(reader: SpecValidator, items: Any, key_path: KeyPath) -> tuple[RunSpec
     names = [name for name, _, _ in entries]
     runs = tuple(_run(reader, entry, defaults, names) for entry in entries)
     _check_cycles(reader, runs, entries)
+    if reader.lookup("eval").backend == EVAL_BACKEND_VLLM:
+        _refuse_full_finetunes(reader, runs, entries, defaults)
     return runs
+
+
+def _refuse_full_finetunes(
+    reader: SpecValidator, runs: tuple[RunSpec, ...], entries: list[Entry], defaults: dict
+) -> None:
+    """vLLM serves LoRA adapters: a run that fine-tunes every weight is refused before training."""
+    for run, (_, own, key_path) in zip(runs, entries, strict=True):
+        if run.train is None or not run.train.full_finetune:
+            continue
+        at = ("train", "full_finetune") if "full_finetune" in defaults else key_path
+        raise reader.error(
+            "eval.backend vllm decodes LoRA adapters, not full fine-tunes: use backend: hf",
+            (*key_path, "full_finetune") if "full_finetune" in own else at,
+        )
 
 
 def _run_entries(reader: SpecValidator, items: Any) -> list[Entry]:
