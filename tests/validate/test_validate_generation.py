@@ -129,3 +129,23 @@ def test_vllm_answers_are_cached_apart_and_full_models_are_refused_before_decodi
     with pytest.raises(InputError, match=r"decodes LoRA adapters.*eval\.backend: hf"):
         VLLMCheckpointGenerator(decoder, Checkpoint(tmp_path, 3, "full"), "abc")
     assert states._states is None  # nothing loaded, nothing started
+
+
+def test_vllm_answers_come_a_chunk_at_a_time_in_prompt_order(tmp_path, monkeypatch):
+    import swiftstudy.validate.generation as generation
+    from swiftstudy.generate.vllm_lora import VLLMAnswer
+
+    monkeypatch.setattr(generation, "VLLM_CHUNK", 2)
+    calls = []
+
+    class Engine:  # records each call; answers with the prompt's last message, upper-cased
+        def generate(self, prompts, *, adapter, max_new_tokens):
+            calls.append((len(prompts), adapter, max_new_tokens))
+            return [VLLMAnswer(p[-1].content.upper(), (7, 8)) for p in prompts]
+
+    decoder = VLLMDecoder(BaseModelStates(GenerationSettings(model="m", max_new_tokens=4)), 8)
+    decoder._engine = Engine()
+    generator = VLLMCheckpointGenerator(decoder, Checkpoint(tmp_path, 1, "adapter"), "f")
+    assert generator.generate(PROMPTS) == [p[-1].content.upper() for p in PROMPTS]
+    assert calls == [(2, tmp_path, 4), (2, tmp_path, 4), (1, tmp_path, 4)]
+    assert (generator.stats.answers, generator.stats.tokens) == (5, 10)

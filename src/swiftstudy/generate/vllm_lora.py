@@ -201,6 +201,13 @@ class VLLMEngine:
             # Compiling the graph on a CPU takes minutes that a validation's decoding never wins
             # back; on a GPU vLLM's default (CUDA graphs) stays.
             options["enforce_eager"] = True
+        else:
+            import torch
+
+            # validate's transformers side keeps its model on the same GPU: vLLM's default share
+            # (0.9 of the whole card) would not be free. Ask for 0.9 of what is free now.
+            free, total = torch.cuda.mem_get_info()
+            options["gpu_memory_utilization"] = round(0.9 * free / total, 3)
         logger.info("starting vLLM %s on %s (%s)", vllm.__version__, self.model, self.dtype)
         self._llm = vllm.LLM(
             model=self.model,

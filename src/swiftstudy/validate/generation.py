@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER, EVAL_BACKEND_VLLM
+from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER, EVAL_BACKEND_VLLM, VLLM_CHUNK
 from swiftstudy.errors import InputError
 from swiftstudy.generate import Generator, HFGenerator, HFSettings, Prompt
 from swiftstudy.generate.greedy import DecodingStats, generate_greedy, supports_continuous_batching
@@ -240,13 +240,16 @@ class VLLMCheckpointGenerator(Generator):
         if not prompts:
             return
         engine = self.decoder.engine()
-        started = time.perf_counter()
-        answers = engine.generate(
-            prompts,
-            adapter=self.checkpoint.path,
-            max_new_tokens=self.decoder.states.settings.max_new_tokens,
-        )
-        self.stats.seconds += time.perf_counter() - started
-        self.stats.answers += len(answers)
-        self.stats.tokens += sum(len(answer.token_ids) for answer in answers)
-        yield from enumerate(answer.text for answer in answers)
+        # vLLM batches a whole call itself; calls of VLLM_CHUNK prompts let the cache keep each
+        # chunk's answers (a crash loses one chunk at most) and the progress bar move.
+        for start in range(0, len(prompts), VLLM_CHUNK):
+            started = time.perf_counter()
+            answers = engine.generate(
+                prompts[start : start + VLLM_CHUNK],
+                adapter=self.checkpoint.path,
+                max_new_tokens=self.decoder.states.settings.max_new_tokens,
+            )
+            self.stats.seconds += time.perf_counter() - started
+            self.stats.answers += len(answers)
+            self.stats.tokens += sum(len(answer.token_ids) for answer in answers)
+            yield from enumerate((answer.text for answer in answers), start)
