@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
-from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER, EVAL_BACKEND_VLLM, VLLM_CHUNK
+from swiftstudy.constants import (
+    CHECKPOINT_KIND_ADAPTER,
+    EVAL_BACKEND_HF,
+    EVAL_BACKEND_VLLM,
+    VLLM_CHUNK,
+)
 from swiftstudy.errors import InputError
 from swiftstudy.generate import Generator, HFGenerator, HFSettings, Prompt
 from swiftstudy.generate.greedy import DecodingStats, generate_greedy, supports_continuous_batching
@@ -86,6 +91,23 @@ class BaseModelStates:
         return self._states
 
 
+def answers_key(backend: str, config: GenerationSettings, fingerprint: str) -> dict[str, Any]:
+    """What determines a checkpoint's greedy answers: their cache key.
+
+    Device and batch size only change rounding, not what is asked: they stay out. The backend
+    stays in (as ``generator``): vLLM's kernels round otherwise than transformers', so answers of
+    one are never served as the other's.
+    """
+    return {
+        "generator": backend,
+        "model": config.model,
+        "checkpoint_sha256": fingerprint,
+        "dtype": config.dtype,
+        "decoding": "greedy",
+        "max_new_tokens": config.max_new_tokens,
+    }
+
+
 class CheckpointGenerator(Generator):
     """Greedy answers of the base model in one checkpoint's state.
 
@@ -112,16 +134,7 @@ class CheckpointGenerator(Generator):
 
     @property
     def settings(self) -> dict[str, Any]:
-        # Device and batch size only change rounding, not what is asked: they stay out of the key.
-        config = self.states.settings
-        return {
-            "generator": "hf",
-            "model": config.model,
-            "checkpoint_sha256": self.fingerprint,
-            "dtype": config.dtype,
-            "decoding": "greedy",
-            "max_new_tokens": config.max_new_tokens,
-        }
+        return answers_key(EVAL_BACKEND_HF, self.states.settings, self.fingerprint)
 
     def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
         if not prompts:
@@ -224,17 +237,7 @@ class VLLMCheckpointGenerator(Generator):
 
     @property
     def settings(self) -> dict[str, Any]:
-        # vLLM's kernels round otherwise than transformers': answers of one backend are never
-        # served as the other's.
-        config = self.decoder.states.settings
-        return {
-            "generator": EVAL_BACKEND_VLLM,
-            "model": config.model,
-            "checkpoint_sha256": self.fingerprint,
-            "dtype": config.dtype,
-            "decoding": "greedy",
-            "max_new_tokens": config.max_new_tokens,
-        }
+        return answers_key(EVAL_BACKEND_VLLM, self.decoder.states.settings, self.fingerprint)
 
     def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
         if not prompts:
