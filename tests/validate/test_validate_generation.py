@@ -17,9 +17,8 @@ from swiftstudy.validate.generation import (
     BaseModelStates,
     CheckpointGenerator,
     GenerationSettings,
-    VLLMCheckpointGenerator,
-    VLLMDecoder,
 )
+from swiftstudy.validate.vllm_decoding import VLLMCheckpointGenerator, VLLMDecoder
 
 PROMPTS = [
     [Message("user", "What is two plus two?")],
@@ -132,10 +131,10 @@ def test_vllm_answers_are_cached_apart_and_full_models_are_refused_before_decodi
 
 
 def test_vllm_answers_come_a_chunk_at_a_time_in_prompt_order(tmp_path, monkeypatch):
-    import swiftstudy.validate.generation as generation
+    import swiftstudy.validate.vllm_decoding as vllm_decoding
     from swiftstudy.generate.vllm_lora import VLLMAnswer
 
-    monkeypatch.setattr(generation, "VLLM_CHUNK", 2)
+    monkeypatch.setattr(vllm_decoding, "VLLM_CHUNK", 2)
     calls = []
 
     class Engine:  # records each call; answers with the prompt's last message, upper-cased

@@ -67,8 +67,6 @@ from swiftstudy.validate.generation import (
     CheckpointGenerator,
     DecodingStats,
     GenerationSettings,
-    VLLMCheckpointGenerator,
-    VLLMDecoder,
 )
 from swiftstudy.validate.grading import EvalQuery, Grade, load_eval_queries
 from swiftstudy.validate.likelihood import VALIDATE_NLL_DIR, NllCache, QueryNll, score_checkpoint
@@ -92,6 +90,7 @@ from swiftstudy.validate.spec import (
     dependency_order,
     load_validate_spec,
 )
+from swiftstudy.validate.vllm_decoding import VLLMCheckpointGenerator, VLLMDecoder
 
 logger = logging.getLogger(__name__)
 
