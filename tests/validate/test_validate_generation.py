@@ -120,7 +120,7 @@ def test_models_whose_cache_rows_cannot_join_fall_back_to_model_generate(checkpo
 def test_vllm_answers_are_cached_apart_and_full_models_are_refused_before_decoding(tmp_path):
     states = BaseModelStates(GenerationSettings(model="m", max_new_tokens=4))
     adapter = Checkpoint(tmp_path, 3, "adapter")
-    decoder = VLLMDecoder(states, max_lora_rank=12)
+    decoder = VLLMDecoder(states, ranks=[12, 8])
     assert decoder.max_lora_rank == 16  # the smallest rank vLLM serves that covers 12
     by_vllm = VLLMCheckpointGenerator(decoder, adapter, "abc").settings
     by_hf = CheckpointGenerator(states, adapter, "abc").settings
@@ -142,7 +142,7 @@ def test_vllm_answers_come_a_chunk_at_a_time_in_prompt_order(tmp_path, monkeypat
             calls.append((len(prompts), adapter, max_new_tokens))
             return [VLLMAnswer(p[-1].content.upper(), (7, 8)) for p in prompts]
 
-    decoder = VLLMDecoder(BaseModelStates(GenerationSettings(model="m", max_new_tokens=4)), 8)
+    decoder = VLLMDecoder(BaseModelStates(GenerationSettings(model="m", max_new_tokens=4)), [8])
     decoder._engine = Engine()
     generator = VLLMCheckpointGenerator(decoder, Checkpoint(tmp_path, 1, "adapter"), "f")
     assert generator.generate(PROMPTS) == [p[-1].content.upper() for p in PROMPTS]

@@ -10,7 +10,6 @@ only the kernels' rounding differs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 from swiftstudy.constants import ADAPTER_CONFIG
 from swiftstudy.errors import InputError
+from swiftstudy.fileio import read_json
 from swiftstudy.generate.base import Prompt
 from swiftstudy.generate.hf import render_prompt
 
@@ -52,10 +52,7 @@ def lora_rank(adapter: str | Path) -> int:
         InputError: The folder holds no readable LoRA adapter config.
     """
     path = Path(adapter) / ADAPTER_CONFIG
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read the adapter config: {err}", path=path) from None
+    config = read_json(path)
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         raise InputError("not a LoRA adapter (peft_type is not LORA)", path=path)
     rank = config.get("r")
@@ -166,15 +163,17 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         path = str(Path(adapter).resolve())
-        rank = lora_rank(path)
-        if rank > self.max_lora_rank:
-            raise InputError(
-                f"the adapter's rank {rank} is above the engine's max_lora_rank "
-                f"{self.max_lora_rank}",
-                path=path,
-            )
-        # One id per adapter folder: vLLM caches an adapter by its id.
-        index = self._adapter_ids.setdefault(path, len(self._adapter_ids) + 1)
+        if path not in self._adapter_ids:  # its config read once, when first asked for
+            rank = lora_rank(path)
+            if rank > self.max_lora_rank:
+                raise InputError(
+                    f"the adapter's rank {rank} is above the engine's max_lora_rank "
+                    f"{self.max_lora_rank}",
+                    path=path,
+                )
+            # One id per adapter folder: vLLM caches an adapter by its id.
+            self._adapter_ids[path] = len(self._adapter_ids) + 1
+        index = self._adapter_ids[path]
         return LoRARequest(f"adapter-{index}", index, path)
 
     def _start(self) -> Any:

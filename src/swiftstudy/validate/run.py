@@ -473,7 +473,7 @@ def _decoders(
         for o in outcomes
         if o.checkpoint.kind == CHECKPOINT_KIND_ADAPTER
     ]
-    engine = VLLMDecoder(states, max(ranks, default=1))
+    engine = VLLMDecoder(states, ranks)
     return [VLLMCheckpointGenerator(engine, o.checkpoint, o.fingerprint) for o in outcomes]
 
 

@@ -261,10 +261,14 @@ def _refuse_full_finetunes(
     for run, (_, own, key_path) in zip(runs, entries, strict=True):
         if run.train is None or not run.train.full_finetune:
             continue
-        at = ("train", "full_finetune") if "full_finetune" in defaults else key_path
+        if "full_finetune" in own:
+            at = (*key_path, "full_finetune")
+        elif "full_finetune" in defaults:
+            at = ("train", "full_finetune")
+        else:
+            at = key_path
         raise reader.error(
-            "eval.backend vllm decodes LoRA adapters, not full fine-tunes: use backend: hf",
-            (*key_path, "full_finetune") if "full_finetune" in own else at,
+            "eval.backend vllm decodes LoRA adapters, not full fine-tunes: use backend: hf", at
         )
 
 

@@ -33,12 +33,12 @@ class VLLMDecoder:
     Args:
         states: The transformers side: its tokenizer renders prompts and decodes answers, its
             generation config gives the end-of-turn tokens.
-        max_lora_rank: The largest rank among the runs' adapters.
+        ranks: The ranks of the runs' adapters.
     """
 
-    def __init__(self, states: BaseModelStates, max_lora_rank: int) -> None:
+    def __init__(self, states: BaseModelStates, ranks: Sequence[int]) -> None:
         self.states = states
-        self.max_lora_rank = vllm_max_lora_rank([max_lora_rank])
+        self.max_lora_rank = vllm_max_lora_rank(ranks)
         self._engine: VLLMEngine | None = None
 
     def engine(self) -> VLLMEngine:
