@@ -119,7 +119,7 @@ def analyze_study(tables: StudyTables, settings: BootstrapSettings | None = None
     the gradient-norm summaries."""
     pairs = tuple(build_metric_pairs(tables))
     statistics = compute_study_statistics(pairs, settings)
-    verdicts = analyze_verdicts(tables, statistics, statistics.settings)
+    verdicts = analyze_verdicts(tables, statistics)
     return ReportAnalysis(tables, pairs, statistics, _summarize_norms(tables), verdicts)
 
 

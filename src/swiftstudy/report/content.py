@@ -177,8 +177,7 @@ def _names(names: Sequence[str]) -> str:
 
 
 def _metric_finding(metric: MetricStatistics, ci: str) -> str:
-    summary = metric.summary
-    mean = summary.mean_over_steps
+    mean = metric.summary.mean_over_steps
     n = sum(s.estimate.value is not None for s in metric.steps)
     text = (
         f"**{metric.name}**: {mean.verdict}. Mean RelInf over the {n} checkpoint"
@@ -186,7 +185,7 @@ def _metric_finding(metric: MetricStatistics, ci: str) -> str:
         f"{format_interval(mean.ci_low, mean.ci_high)}; interval above 0 at "
         f"{_checkpoints_positive(metric)} checkpoints"
     )
-    trend = summary.trend
+    trend = metric.summary.trend
     if trend is not None and trend.verdict in _TRENDS:
         text += (
             f"; {_TRENDS[trend.verdict]} over training (slope {format_number(trend.slope)} per "
@@ -258,7 +257,8 @@ def _summary(analysis: ReportAnalysis) -> Section:
     if flagged:
         blocks.append(
             Notice(
-                f"{_count(len(flagged), 'metric')} driven by a few pairs at some checkpoint "
+                f"{len(flagged)} metric{' is' if len(flagged) == 1 else 's are'} driven by a few "
+                "pairs at some checkpoint "
                 f"({', '.join(f'**{name}**' for name in flagged)}): see *Diagnostics*."
             )
         )
@@ -270,10 +270,6 @@ def _summary(analysis: ReportAnalysis) -> Section:
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"1 {noun} is" if n == 1 else f"{n} {noun}s are"
 
 
 def _few_pairs_notice(analysis: ReportAnalysis) -> Notice | None:
@@ -349,11 +345,10 @@ def _top_pairs(
 
 def build_verdict_table(analysis: ReportAnalysis) -> Table:
     """The summary's table: each metric's verdict, mean over checkpoints, trend, last step."""
-    stats = analysis.statistics
     ci = _ci(analysis)
     last = analysis.tables.steps[-1]
     rows = []
-    for metric in stats.metrics:
+    for metric in analysis.statistics.metrics:
         summary = metric.summary
         at_last = next((s.estimate for s in metric.steps if s.step == last), None)
         rows.append(
@@ -544,9 +539,8 @@ def _diagnostics(analysis: ReportAnalysis, figure: FigureBlock | None) -> Sectio
 
 
 def _norms_summary(analysis: ReportAnalysis) -> Paragraph:
-    norms = analysis.norms or ()
     last = analysis.tables.steps[-1]
-    at_last = [n for n in norms if n.step == last]
+    at_last = [n for n in analysis.norms or () if n.step == last]
     parts = [f"`{n.set}` {n.median_norm:.3g} ({n.median_tokens:g} tokens)" for n in at_last]
     text = f"At step {last}, median gradient norms (median completion tokens): {'; '.join(parts)}."
     positive = [n for n in at_last if n.median_norm > 0]

@@ -97,7 +97,6 @@ def plot_metrics_by_step(scores: Sequence[ScorePoint], *, title: str | None = No
     """
     if not scores:
         raise ValueError("no scores to plot")
-    by_metric = _group(scores, key=lambda point: point.metric)
     colours = colours_by_name([point.probes for point in scores])
     has_band = False
 
@@ -105,9 +104,11 @@ def plot_metrics_by_step(scores: Sequence[ScorePoint], *, title: str | None = No
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.axhline(0.0, color="0.45", linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
-    for metric, points in by_metric.items():
+    for metric, points in _group(scores, key=lambda point: point.metric).items():
         points = sorted(points, key=lambda point: point.step)
-        _check_unique_steps(metric, points)
+        for before, after in itertools.pairwise(points):
+            if before.step == after.step:
+                raise ValueError(f"metric {metric!r} has two values at step {after.step}")
         if not all(math.isfinite(point.value) for point in points):
             logger.warning("metric %r has non-finite values; they leave gaps", metric)
         context = points[0].context
@@ -208,8 +209,7 @@ def save_figures(
     written: list[Path] = []
     used_slugs: set[str] = set()
     for evals, points in _group(scores, key=lambda point: point.evals).items():
-        slug = _unique(slugify(evals), used_slugs)
-        target = out_dir / METRICS_BY_STEP_FIGURE.format(evals=slug)
+        target = out_dir / METRICS_BY_STEP_FIGURE.format(evals=_unique(slugify(evals), used_slugs))
         fig = plot_metrics_by_step(points, title=f"Evaluated on {evals}")
         written.extend(save_figure(fig, target, formats))
     return written
@@ -245,12 +245,6 @@ def _group(
 def colours_by_name(names: Sequence[str]) -> dict[str, str]:
     """One palette colour per distinct name, in order of first appearance (cycling)."""
     return {name: PALETTE[k % len(PALETTE)] for k, name in enumerate(dict.fromkeys(names))}
-
-
-def _check_unique_steps(metric: str, points: Sequence[ScorePoint]) -> None:
-    for before, after in itertools.pairwise(points):
-        if before.step == after.step:
-            raise ValueError(f"metric {metric!r} has two values at step {after.step}")
 
 
 def slugify(name: str) -> str:

@@ -37,12 +37,11 @@ def _format(estimate: Estimate) -> str:
 
 
 def _verdict_cell(headline: Headline) -> Cell:
-    verdict = headline.margin.verdict
-    if verdict == CONTROL_VERDICT_HELPS.format(control=headline.control):
-        return Cell(verdict, TONE_POSITIVE)
-    if verdict == CONTROL_VERDICT_WORSE.format(control=headline.control):
-        return Cell(verdict, TONE_NEGATIVE)
-    return Cell(verdict, TONE_NEUTRAL)
+    tones = {
+        CONTROL_VERDICT_HELPS.format(control=headline.control): TONE_POSITIVE,
+        CONTROL_VERDICT_WORSE.format(control=headline.control): TONE_NEGATIVE,
+    }
+    return Cell(headline.margin.verdict, tones.get(headline.margin.verdict, TONE_NEUTRAL))
 
 
 def build_headline(analysis: ReportAnalysis) -> Section:
@@ -50,9 +49,8 @@ def build_headline(analysis: ReportAnalysis) -> Section:
     verdicts = analysis.verdicts
     normalization, checkpoints = verdicts.variant
     ci = f"{analysis.statistics.settings.level:.0%} CI"
-    blocks: list[Block] = []
     if verdicts.headlines:
-        blocks.append(
+        blocks: list[Block] = [
             Table(
                 (
                     "Strategy",
@@ -73,9 +71,7 @@ def build_headline(analysis: ReportAnalysis) -> Section:
                 ),
                 id="headline-table",
                 numeric=frozenset({2, 3}),
-            )
-        )
-        blocks.append(
+            ),
             Paragraph(
                 f"The margin is the strategy's score minus its control's on the same evaluation "
                 f"examples and context (normalization **{normalization}**, checkpoints "
@@ -83,18 +79,18 @@ def build_headline(analysis: ReportAnalysis) -> Section:
                 "interval. A strategy **helps more than** its control when the interval lies "
                 "above 0, is **worse than** it when it lies below 0, and is **no better than** it "
                 "otherwise. Every variant's value is in `verdicts.json`."
-            )
-        )
-        blocks.append(_variants_table(analysis, ci))
+            ),
+            _variants_table(analysis, ci),
+        ]
     else:
-        blocks.append(
+        blocks = [
             Paragraph(
                 "No metric names a control, so there is no headline verdict. Add "
                 "`control: <probe set>` to a strategy's metric (unrelated-task data, or the plain "
                 "data the strategy was derived from): RelInf > 0 alone does not mean a strategy "
                 "helps, since examples of one format share a gradient direction."
             )
-        )
+        ]
     blocks.append(Paragraph(f"**What the score predicts.** {RELINF_PREDICTS}"))
     blocks.append(Paragraph(f"**How well it predicts.** {VALIDITY_NOTE}"))
     if verdicts.notes:

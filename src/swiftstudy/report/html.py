@@ -162,8 +162,7 @@ class _HtmlRenderer(Renderer):
         return "<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block.items) + "</ul>"
 
     def notice(self, block) -> str:
-        items = "".join(f"<li>{inline(i)}</li>" for i in block.items)
-        listed = f"<ul>{items}</ul>" if items else ""
+        listed = self.bullets(block) if block.items else ""
         return f'<div class="notice {html.escape(block.tone)}">{inline(block.text)}{listed}</div>'
 
     def code(self, block) -> str:

@@ -43,10 +43,8 @@ class _MarkdownRenderer(Renderer):
 
     def table(self, table) -> str:
         header = "| " + " | ".join(_escape_cell(c) for c in table.columns) + " |"
-        rule = (
-            "|"
-            + "|".join("---:" if i in table.numeric else "---" for i in range(len(table.columns)))
-            + "|"
+        rule = "|" + "".join(
+            "---:|" if i in table.numeric else "---|" for i in range(len(table.columns))
         )
         rows = ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
         return "\n".join([header, rule, *rows])

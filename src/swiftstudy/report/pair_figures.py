@@ -74,9 +74,7 @@ def compute_task_matrix(
     """Average the ``(P, E)`` RelInf of the present pairs over each (probe task, eval task)."""
     rows = tuple(dict.fromkeys(probe_tasks))
     eval_order = tuple(dict.fromkeys(eval_tasks))
-    columns = tuple(t for t in rows if t in eval_order) + tuple(
-        t for t in eval_order if t not in rows
-    )
+    columns = tuple(dict.fromkeys([t for t in rows if t in eval_order] + list(eval_order)))
     row_of = {t: i for i, t in enumerate(rows)}
     col_of = {t: j for j, t in enumerate(columns)}
     sums = np.zeros((len(rows), len(columns)))
@@ -86,9 +84,7 @@ def compute_task_matrix(
     c = np.array([col_of[eval_tasks[j]] for j in jj], dtype=np.intp)
     np.add.at(sums, (r, c), np.asarray(relinf, dtype=np.float64)[ii, jj])
     np.add.at(counts, (r, c), 1.0)
-    with np.errstate(invalid="ignore"):
-        values = np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan)
-    return TaskMatrix(rows, columns, values)
+    return TaskMatrix(rows, columns, np.where(counts > 0, sums / np.maximum(counts, 1.0), np.nan))
 
 
 def select_steps(steps: Sequence[int], at_most: int) -> list[int]:
@@ -137,7 +133,6 @@ def plot_relinf_heatmaps(
 
 
 def _decorate_heatmap(ax, matrix: TaskMatrix, limit: float) -> None:
-    n_rows, n_cols = matrix.values.shape
     for axis, labels, setter in (
         ("x", matrix.columns, ax.set_xticks),
         ("y", matrix.rows, ax.set_yticks),
@@ -154,7 +149,7 @@ def _decorate_heatmap(ax, matrix: TaskMatrix, limit: float) -> None:
         if task in matrix.columns:
             j = matrix.columns.index(task)
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.2, ec="0.1"))
-    if max(n_rows, n_cols) <= _MAX_ANNOTATED_TASKS:
+    if max(matrix.values.shape) <= _MAX_ANNOTATED_TASKS:
         for (i, j), value in np.ndenumerate(matrix.values):
             if np.isfinite(value):
                 colour = "white" if abs(value) > 0.6 * limit else "0.15"

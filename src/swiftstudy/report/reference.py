@@ -71,7 +71,6 @@ def build_setup(analysis: ReportAnalysis) -> Section:
     set_rows = []
     for name, examples in tables.examples.items():
         tokens = sorted(e.n_completion_tokens for e in examples)
-        median = statistics.median(tokens)
         path = (spec.get("sets") or {}).get(name, {}).get("path", "")
         set_rows.append(
             (
@@ -79,7 +78,7 @@ def build_setup(analysis: ReportAnalysis) -> Section:
                 Cell(", ".join(dict.fromkeys(roles.get(name, ["unused"])))),
                 Cell(str(len(examples))),
                 Cell(str(len({e.task for e in examples}))),
-                Cell(f"{median:g} ({tokens[0]}–{tokens[-1]})"),
+                Cell(f"{statistics.median(tokens):g} ({tokens[0]}–{tokens[-1]})"),
                 Cell(f"`{path}`"),
             )
         )

@@ -148,24 +148,17 @@ def score_points(analysis: ReportAnalysis) -> list[ScorePoint]:
 
 def _heatmaps(analysis: ReportAnalysis, figures_dir: Path):
     examples = analysis.tables.examples
-    set_pairs = dict.fromkeys((m.probes, m.evals) for m in analysis.pairs)
-    for probes, evals in set_pairs:
+    for probes, evals in dict.fromkeys((m.probes, m.evals) for m in analysis.pairs):
         metrics = [m for m in analysis.pairs if (m.probes, m.evals) == (probes, evals)]
         all_steps = [m.step for m in metrics[0].matrices]
         steps = select_steps(all_steps, MAX_HEATMAP_STEPS)
+        tasks = [e.task for e in examples[probes]], [e.task for e in examples[evals]]
         panels = []
         for step in steps:
             k = all_steps.index(step)
-            relinf = np.zeros_like(metrics[0].matrices[k].relinf)
-            used = np.zeros_like(metrics[0].matrices[k].used)
-            for metric in metrics:
-                matrix = metric.matrices[k]
-                relinf = np.where(matrix.used, matrix.relinf, relinf)
-                used |= matrix.used
-            matrix = compute_task_matrix(
-                relinf, used, [e.task for e in examples[probes]], [e.task for e in examples[evals]]
-            )
-            panels.append((step, matrix))
+            # Metrics of the same two sets share their RelInf matrix; only their pair masks differ.
+            used = np.logical_or.reduce([m.matrices[k].used for m in metrics])
+            panels.append((step, compute_task_matrix(metrics[0].matrices[k].relinf, used, *tasks)))
         fig = plot_relinf_heatmaps(panels, title=f"{probes} probes on {evals} evals")
         name = RELINF_HEATMAP_FIGURE.format(probes=slugify(probes), evals=slugify(evals))
         caption = (
@@ -221,8 +214,6 @@ def _norms(analysis: ReportAnalysis, figures_dir: Path):
 
 def _shown(steps, all_steps) -> str:
     """A caption's note of the checkpoints a figure shows, when it leaves some out."""
-    return (
-        ""
-        if len(steps) == len(all_steps)
-        else f" (checkpoints {format_steps(sorted(steps))} shown)"
-    )
+    if len(steps) == len(all_steps):
+        return ""
+    return f" (checkpoints {format_steps(sorted(steps))} shown)"

@@ -238,8 +238,8 @@ def load_study_tables(out_dir: str | Path) -> StudyTables:
     metrics = _metrics(config, out_dir / CONFIG_YAML)
     n_pairs: dict[tuple[str, int], int] = {}
     for line, row in read_csv(out_dir / SCORES_CSV, _SCORES_READ):
-        n_pairs[row["metric"], _int(row, "step", out_dir / SCORES_CSV, line)] = _int(
-            row, "n_pairs", out_dir / SCORES_CSV, line
+        n_pairs[row["metric"], _number(row, "step", out_dir / SCORES_CSV, line, int)] = _number(
+            row, "n_pairs", out_dir / SCORES_CSV, line, int
         )
     pairs = list(_read_pairs(out_dir / RELINF_CSV))
     examples = _read_examples(out_dir / TOKENS_JSONL)
@@ -269,18 +269,10 @@ def build_study_tables(
         config,
         _metrics(config, Path(CONFIG_YAML)),
         {(r.metric, r.step): r.n_pairs for r in scores},
-        [
-            (r.step, r.probe_set, r.probe_id, r.eval_set, r.eval_id, r.relinf, r.dot, r.eval_sqnorm)
-            for r in relinf
-        ],
+        relinf,
         [_example_info(record) for record in tokens],
         tuple(norms),
     )
-
-
-#: A pair of ``relinf.csv``: step, probe set, probe id, eval set, eval id, RelInf, dot product,
-#: the eval example's squared norm.
-_Pair = tuple[int, str, str, str, str, float, float, float]
 
 
 def _assemble(
@@ -288,17 +280,17 @@ def _assemble(
     config: dict[str, Any],
     metrics: tuple[MetricDefinition, ...],
     n_pairs: dict[tuple[str, int], int],
-    pairs: Iterable[_Pair],
+    pairs: Iterable[RelInfRow],
     examples: Iterable[ExampleInfo],
     norms: tuple[NormRow, ...] | None,
 ) -> StudyTables:
     """The tables, with the pairs keyed by step and sets, then ids, and the examples by set."""
     relinf: dict[tuple[int, str, str], dict[tuple[str, str], float]] = {}
     dots: dict[tuple[int, str, str], dict[tuple[str, str], tuple[float, float]]] = {}
-    for step, probe_set, probe_id, eval_set, eval_id, value, dot, sqnorm in pairs:
-        key, ids = (step, probe_set, eval_set), (probe_id, eval_id)
-        relinf.setdefault(key, {})[ids] = value
-        dots.setdefault(key, {})[ids] = (dot, sqnorm)
+    for pair in pairs:
+        key, ids = (pair.step, pair.probe_set, pair.eval_set), (pair.probe_id, pair.eval_id)
+        relinf.setdefault(key, {})[ids] = pair.relinf
+        dots.setdefault(key, {})[ids] = (pair.dot, pair.eval_sqnorm)
     by_set: dict[str, list[ExampleInfo]] = {}
     for info in examples:
         by_set.setdefault(info.set, []).append(info)
@@ -361,23 +353,22 @@ def build_metric_pairs(
                 relinf[i, j], present[i, j] = value, True
                 if rescore:
                     dots[i, j], eval_sqnorms[j] = pair_dots[probe_id, eval_id]
-            if not rescore:
-                matrices.append(PairMatrix(step, relinf, mask & present))
-                continue
-            probe_sqnorms = None
-            if sqnorms is not None:
-                probe_sqnorms = np.array(
-                    [sqnorms.get((step, metric.probes, e.id), 0.0) for e in probes]
+            if rescore:
+                probe_sqnorms = None
+                if sqnorms is not None:
+                    probe_sqnorms = np.array(
+                        [sqnorms.get((step, metric.probes, e.id), 0.0) for e in probes]
+                    )
+                relinf, valid = normalize_pair_scores(
+                    dots,
+                    probe_sqnorms,
+                    eval_sqnorms,
+                    np.array([e.n_completion_tokens for e in probes], dtype=np.float64),
+                    np.array([e.n_completion_tokens for e in evals], dtype=np.float64),
+                    normalization,
                 )
-            scores, valid = normalize_pair_scores(
-                dots,
-                probe_sqnorms,
-                eval_sqnorms,
-                np.array([e.n_completion_tokens for e in probes], dtype=np.float64),
-                np.array([e.n_completion_tokens for e in evals], dtype=np.float64),
-                normalization,
-            )
-            matrices.append(PairMatrix(step, scores, mask & present & valid[None, :]))
+                present &= valid[None, :]
+            matrices.append(PairMatrix(step, relinf, mask & present))
         result.append(
             MetricPairs(metric.name, metric.probes, metric.evals, metric.context, tuple(matrices))
         )
@@ -458,21 +449,14 @@ def read_csv(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[st
         yield from enumerate(reader, start=2)
 
 
-def _int(row: dict[str, str], key: str, path: Path, line: int) -> int:
+def _number(row: dict[str, str], key: str, path: Path, line: int, kind: type = float) -> Any:
+    """``row[key]`` as a finite ``kind`` (``int`` or ``float``)."""
     try:
-        return int(row[key])
+        value = kind(row[key])
     except (TypeError, ValueError) as err:
+        what = "an integer" if kind is int else "a number"
         raise InputError(
-            f"expected an integer, got {row[key]!r}", path=path, line=line, key=key
-        ) from err
-
-
-def _float(row: dict[str, str], key: str, path: Path, line: int) -> float:
-    try:
-        value = float(row[key])
-    except (TypeError, ValueError) as err:
-        raise InputError(
-            f"expected a number, got {row[key]!r}", path=path, line=line, key=key
+            f"expected {what}, got {row[key]!r}", path=path, line=line, key=key
         ) from err
     if not math.isfinite(value):
         raise InputError(f"not a finite number: {row[key]!r}", path=path, line=line, key=key)
@@ -501,31 +485,34 @@ def _read_examples(path: Path) -> list[ExampleInfo]:
     return examples
 
 
-def _read_pairs(path: Path) -> Iterator[_Pair]:
-    """The pairs of ``relinf.csv``, in file order."""
+def _read_pairs(path: Path) -> Iterator[RelInfRow]:
+    """The pairs of ``relinf.csv``, in file order; the columns not read are left empty."""
     for line, row in read_csv(path, _RELINF_READ):
-        yield (
-            _int(row, "step", path, line),
-            row["probe_set"],
-            row["probe_id"],
-            row["eval_set"],
-            row["eval_id"],
-            _float(row, "relinf", path, line),
-            _float(row, "dot", path, line),
-            _float(row, "eval_sqnorm", path, line),
+        yield RelInfRow(
+            step=_number(row, "step", path, line, int),
+            checkpoint="",
+            probe_set=row["probe_set"],
+            probe_id=row["probe_id"],
+            probe_task="",
+            eval_set=row["eval_set"],
+            eval_id=row["eval_id"],
+            eval_task="",
+            relinf=_number(row, "relinf", path, line),
+            dot=_number(row, "dot", path, line),
+            eval_sqnorm=_number(row, "eval_sqnorm", path, line),
         )
 
 
 def _read_norms(path: Path) -> tuple[NormRow, ...]:
     return tuple(
         NormRow(
-            step=_int(row, "step", path, line),
+            step=_number(row, "step", path, line, int),
             checkpoint=row["checkpoint"],
             set=row["set"],
             id=row["id"],
             task=row["task"],
-            n_completion_tokens=_int(row, "n_completion_tokens", path, line),
-            sqnorm=_float(row, "sqnorm", path, line),
+            n_completion_tokens=_number(row, "n_completion_tokens", path, line, int),
+            sqnorm=_number(row, "sqnorm", path, line),
         )
         for line, row in read_csv(path, NORMS_COLUMNS)
     )

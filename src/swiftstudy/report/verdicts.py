@@ -27,7 +27,6 @@ from swiftstudy.constants import (
 )
 from swiftstudy.report.results import MetricDefinition, StudyTables, build_metric_pairs
 from swiftstudy.scores import (
-    BootstrapSettings,
     ControlMargin,
     Estimate,
     StudyStatistics,
@@ -101,11 +100,8 @@ def find_control_metrics(metrics: tuple[MetricDefinition, ...]) -> dict[str, str
     return {name: by_sets[sets] for name, sets in controls.items() if sets in by_sets}
 
 
-def analyze_verdicts(
-    tables: StudyTables, statistics: StudyStatistics, settings: BootstrapSettings | None = None
-) -> VerdictAnalysis:
+def analyze_verdicts(tables: StudyTables, statistics: StudyStatistics) -> VerdictAnalysis:
     """Every scoring variant of every metric, each control margin, and the headlines."""
-    settings = settings or BootstrapSettings()
     notes = []
     normalizations = list(NORMALIZATIONS)
     if tables.norms is None:
@@ -127,23 +123,21 @@ def analyze_verdicts(
             controls,
             weightings,
             tables.learning_rates,
-            settings,
+            statistics.settings,
         )
     )
+    computed = {(normalization, scores.weighting): scores for normalization, scores in variants}
     variant = tables.verdict
-    if variant[0] not in normalizations or variant[1] not in weightings:
+    if variant not in computed:
         # The default when it can be computed here, else the paper's RelInf (always available).
-        usable = (
-            DEFAULT_VERDICT_VARIANT[0] in normalizations
-            and DEFAULT_VERDICT_VARIANT[1] in weightings
-        )
-        fallback = DEFAULT_VERDICT_VARIANT if usable else (NORMALIZATION_RELINF, WEIGHTING_MEAN)
+        fallbacks = (DEFAULT_VERDICT_VARIANT, (NORMALIZATION_RELINF, WEIGHTING_MEAN))
+        fallback = next(v for v in fallbacks if v in computed)
         notes.append(
             f"The verdict variant {variant[0]} / {variant[1]} is not available here; "
             f"the headline uses {fallback[0]} / {fallback[1]}."
         )
         variant = fallback
-    chosen = next(s for n, s in variants if (n, s.weighting) == variant)
+    chosen = computed[variant]
     metrics = {m.name: m for m in tables.metrics}
     means = {m.name: m.summary.mean_over_steps for m in statistics.metrics}
     headlines = tuple(
