@@ -185,11 +185,6 @@ class GradientCache:
         """The file of one row, given the checkpoint hash and :func:`example_digest`."""
         return self.folder / checkpoint[:_DIGEST_CHARS] / example[:2] / f"{example}.safetensors"
 
-    def dots_path(self, checkpoint: str, evals: str, example: str) -> Path:
-        """The file of one row's dot products with the kept rows of digest ``evals``."""
-        folder = self.folder / checkpoint[:_DIGEST_CHARS] / _DOTS_DIR / evals[:_DIGEST_CHARS]
-        return folder / example[:2] / f"{example}.safetensors"
-
     def load(self, checkpoint: str, sequence: TokenSequence) -> torch.Tensor | None:
         """The cached gradient row of ``sequence`` at ``checkpoint``, or None (missing, unreadable).
 
@@ -268,7 +263,9 @@ class GradientCache:
         metadata["evals"] = evals
         if dim is not None:
             metadata["dim"] = str(dim)
-        return self.dots_path(checkpoint, evals, example), "dots", metadata
+        # Dot products with the kept rows of digest ``evals``, in the checkpoint's folder.
+        folder = self.folder / checkpoint[:_DIGEST_CHARS] / _DOTS_DIR / evals[:_DIGEST_CHARS]
+        return folder / example[:2] / f"{example}.safetensors", "dots", metadata
 
     def _save(self, entries: Sequence[tuple[Path, str, dict[str, str], torch.Tensor]]) -> None:
         if self._write_error is not None:
@@ -313,11 +310,9 @@ class GradientCache:
         self._swept.add(checkpoint_folder.name)
         cutoff = time.time() - STALE_CACHE_TMP_S
         for tmp in checkpoint_folder.glob("*/.*.tmp"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 if tmp.stat().st_mtime < cutoff:
                     tmp.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def prune_gradient_cache(root: Path, max_bytes: int) -> int:

@@ -48,22 +48,21 @@ from swiftstudy.constants import (
 from swiftstudy.data import load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.model import Checkpoint, TargetModule, find_targets, hash_checkpoint
-from swiftstudy.scores import compute_interval_learning_rates
 from swiftstudy.study.compute import (
     SetGrams,
     StudyModel,
     check_pairs,
+    compute_result,
     compute_set_grams,
+    interval_learning_rates,
     resolve_config,
-    token_records,
     tokenize_sets,
     used_sets,
 )
 from swiftstudy.study.distributed import Processes
-from swiftstudy.study.grams import CheckpointKeys, StudyWork
+from swiftstudy.study.grams import CheckpointKeys
 from swiftstudy.study.result import StudyResult
 from swiftstudy.study.spec import StudySpec, spec_from_dict
-from swiftstudy.study.tables import compute_norm_rows, compute_tables
 
 logger = logging.getLogger(__name__)
 
@@ -172,13 +171,13 @@ class SwiftStudyCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         """Write the study's files and report (rank 0); keep the rows in ``result``."""
         live = self._live
-        if live is None or not live.steps:
+        if live is None or not live.checkpoints:
             logger.warning("SwiftStudyCallback: no step was studied, so nothing is written")
             return
         self.result = live.finish(state, write=True)
         logger.info(
             "SwiftStudyCallback: %d step(s) studied in %.1f s; wrote %s",
-            len(live.steps),
+            len(live.checkpoints),
             self.seconds,
             self.out_dir,
         )
@@ -187,22 +186,13 @@ class SwiftStudyCallback(TrainerCallback):
 
     def _study_step(self, args, state, model) -> None:
         live = self._live
-        if live is None or (live.steps and live.steps[-1].checkpoint.step >= state.global_step):
+        if live is None or (live.checkpoints and live.checkpoints[-1].step >= state.global_step):
             return
         start = time.perf_counter()
         live.study(Path(args.output_dir), state.global_step, model)
         if self.update_report:
             live.finish(state, write=True)
         self.seconds += time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class _StudiedStep:
-    """A studied step: where the Trainer saves its checkpoint, its Gram matrix and row size."""
-
-    checkpoint: Checkpoint
-    gram: torch.Tensor
-    dim: int
 
 
 @dataclass
@@ -213,9 +203,10 @@ class _LiveStudy:
     spec: StudySpec
     model: StudyModel
     processes: Processes
-    steps: list[_StudiedStep] = field(default_factory=list)
-    work: StudyWork = field(default_factory=StudyWork)
-    sets: SetGrams | None = None
+    #: Where the Trainer saves each studied step's checkpoint; their Gram matrices, row sizes and
+    #: work, with the last step's sets.
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    done: SetGrams | None = None
     hashes: dict[int, str] = field(default_factory=dict)
 
     @classmethod
@@ -255,40 +246,44 @@ class _LiveStudy:
                 processes=self.processes,
                 progress=False,
             )
-        self.sets = done
-        self.steps.append(_StudiedStep(ckpt, done.grams[0], done.dims[0]))
-        self.work += done.work
         logger.info("SwiftStudyCallback: step %d studied (%d gradients)", step, done.work.computed)
+        if self.done is not None:
+            done = replace(
+                done,
+                grams=self.done.grams + done.grams,
+                dims=self.done.dims + done.dims,
+                work=self.done.work + done.work,
+            )
+        self.checkpoints.append(ckpt)
+        self.done = done
 
     def finish(self, state, *, write: bool) -> StudyResult:
         """The result of the steps studied so far; rank 0 saves it (files and report)."""
-        checkpoints = [s.checkpoint for s in self.steps]
-        grams = [s.gram for s in self.steps]
-        tokenized, rows_of = self.sets.tokenized, self.sets.rows_of
-        scores, relinf = compute_tables(self.spec, checkpoints, grams, tokenized, rows_of)
-        out_dir = self.callback.out_dir
-        result = StudyResult(
-            out_dir=out_dir,
-            scores=tuple(scores),
-            relinf=tuple(relinf),
-            checkpoints=tuple(checkpoints),
-            work=self.work,
+        result = compute_result(
+            self.spec,
+            self.checkpoints,
+            self.done,
             rank=self.processes.rank,
-            norms=tuple(compute_norm_rows(checkpoints, grams, tokenized, rows_of)),
-            tokens=tuple(token_records(tokenized)),
-            config=self._config(state, checkpoints) if self.processes.is_main else None,
+            config=self._config(state) if self.processes.is_main else None,
+            out_dir=self.callback.out_dir,
         )
         if write and self.processes.is_main:
-            result.save(out_dir, overwrite=True)
+            result.save(self.callback.out_dir, overwrite=True)
         return result
 
-    def _config(self, state, checkpoints: list[Checkpoint]) -> dict:
+    def _config(self, state) -> dict:
         """``config.yaml``: as a study's of the saved checkpoints, with the callback's settings
         and time."""
+        checkpoints = self.checkpoints
         keys = [CheckpointKeys(self._hash(c)) for c in checkpoints]
-        rates = _learning_rates(state, [c.step for c in checkpoints])
-        dims = [s.dim for s in self.steps]
-        config = resolve_config(self.spec, checkpoints, keys, dims, rates=rates)
+        # The Trainer's logged learning rates, as a study reads them from trainer_state.json.
+        logged = [
+            (entry["step"], entry["learning_rate"])
+            for entry in state.log_history
+            if "learning_rate" in entry and "step" in entry
+        ]
+        rates = interval_learning_rates([c.step for c in checkpoints], logged)
+        config = resolve_config(self.spec, checkpoints, keys, self.done.dims, rates)
         for entry in config["checkpoints"]:
             if not entry["sha256"]:
                 del entry["sha256"]  # not saved (every_n_steps), or deleted (save_total_limit)
@@ -391,20 +386,6 @@ def _model_name(model: torch.nn.Module) -> str:
         model = model.get_base_model()
     config = getattr(model, "config", None)
     return getattr(config, "name_or_path", "") or type(model).__name__
-
-
-def _learning_rates(state, steps: list[int]) -> list[float | None]:
-    """η_k of each studied step from the Trainer's logged learning rates (as a study reads them
-    from ``trainer_state.json``); None for all when none is logged yet."""
-    logged = [
-        (entry["step"], entry["learning_rate"])
-        for entry in state.log_history
-        if "learning_rate" in entry and "step" in entry
-    ]
-    if not logged:
-        return [None] * len(steps)
-    rates = compute_interval_learning_rates(steps, [s for s, _ in logged], [r for _, r in logged])
-    return [float(r) for r in rates]
 
 
 def _dtype_name(dtype: torch.dtype, default: str) -> str:

@@ -4,14 +4,14 @@ what a gradient cache holds) and the tables built.
 
 ``load_study_model`` does the work that does not depend on the sets (load the base model and the
 run's tokenizer, fingerprint the weights, check every checkpoint against the model), so a session
-pays it once for any number of studies; ``compute_study`` does the rest and returns a
-``StudyResult`` that nothing has written yet.
+pays it once for any number of studies; ``compute_set_grams`` and ``compute_result`` do the rest
+and return a ``StudyResult`` that nothing has written yet.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,7 +59,6 @@ from swiftstudy.study.rows import (
     GramRow,
     RowMaps,
     RowSettings,
-    layout_rows,
 )
 from swiftstudy.study.spec import StudySpec
 from swiftstudy.study.tables import compute_norm_rows, compute_tables
@@ -197,7 +196,7 @@ def compute_set_grams(
             variant: cache(replace(settings, preconditioner=preconditioner))
             for variant, preconditioner in VARIANT_PRECONDITIONERS.items()
         },
-        partial=_NoPartialGrams()
+        partial=None
         if partial_dir is None
         else PartialGrams(
             partial_dir, replace(settings, preconditioner=spec.preconditioner), sequences, rows
@@ -207,56 +206,38 @@ def compute_set_grams(
     return SetGrams(tokenized, rows_of, job, grams, dims, work)
 
 
-def compute_study(
+def compute_result(
     spec: StudySpec,
-    examples: dict[str, list[Example]],
-    model: StudyModel,
     checkpoints: Sequence[Checkpoint],
-    keys: Sequence[CheckpointKeys],
+    done: SetGrams,
     *,
-    rates: Sequence[float | None],
-    processes: Processes,
-    cache: CacheFactory | None = None,
-    progress: bool = True,
+    rank: int,
+    config: dict | None,
+    out_dir: Path | None = None,
 ) -> StudyResult:
-    """``compute_set_grams``, then the tables: a result that nothing has written yet.
+    """The tables of ``done``'s Gram matrices: a result that nothing has written yet.
 
     Args:
-        rates: Each checkpoint's learning rate (``learning_rates``), saved in the config.
-        (the others): As for ``compute_set_grams``.
+        spec: The study (its sets are ``done.tokenized``'s).
+        checkpoints: The checkpoints, in step order.
+        done: The tokenized sets, their Gram rows and every checkpoint's Gram matrix.
+        rank: This process's rank.
+        config: ``config.yaml`` without provenance (``resolve_config``); None: unknown.
+        out_dir: Where the result is (or will be) written; None: nowhere yet.
     """
-    done = compute_set_grams(
-        spec,
-        examples,
-        model,
-        checkpoints,
-        keys,
-        processes=processes,
-        cache=cache,
-        progress=progress,
-    )
-    scores, relinf = compute_tables(spec, checkpoints, done.grams, done.tokenized, done.rows_of)
+    grams, tokenized, rows_of = done.grams, done.tokenized, done.rows_of
+    scores, relinf = compute_tables(spec, checkpoints, grams, tokenized, rows_of)
     return StudyResult(
-        out_dir=None,
+        out_dir=out_dir,
         scores=tuple(scores),
         relinf=tuple(relinf),
         checkpoints=tuple(checkpoints),
         work=done.work,
-        rank=processes.rank,
-        norms=tuple(compute_norm_rows(checkpoints, done.grams, done.tokenized, done.rows_of)),
-        tokens=tuple(token_records(done.tokenized)),
-        config=resolve_config(spec, checkpoints, keys, done.dims, rates=rates),
+        rank=rank,
+        norms=tuple(compute_norm_rows(checkpoints, grams, tokenized, rows_of)),
+        tokens=tuple(token_records(tokenized)),
+        config=config,
     )
-
-
-class _NoPartialGrams:
-    """``PartialGrams`` that keeps nothing: a session resumes from its cache alone."""
-
-    def load(self, checkpoint: str) -> None:
-        return None
-
-    def save(self, checkpoint: str, gram: torch.Tensor, dim: int) -> None:
-        pass
 
 
 # -- checks and keys ----------------------------------------------------------------------------
@@ -336,13 +317,7 @@ def learning_rates(spec: StudySpec, checkpoints: Sequence[Checkpoint]) -> list[f
         if not entries:
             missing.append(ckpt)
         logged.update(entries or ())
-    if not missing:
-        steps, rates = [c.step for c in checkpoints], sorted(logged.items())
-        logged_steps, logged_rates = [s for s, _ in rates], [r for _, r in rates]
-        return [
-            float(r) for r in compute_interval_learning_rates(steps, logged_steps, logged_rates)
-        ]
-    if spec.verdict.checkpoints == WEIGHTING_LR:
+    if missing and spec.verdict.checkpoints == WEIGHTING_LR:
         raise spec_key_error(
             spec.spec_path,
             f"the lr weighting needs each checkpoint's logged learning rates, and "
@@ -350,7 +325,18 @@ def learning_rates(spec: StudySpec, checkpoints: Sequence[Checkpoint]) -> list[f
             "{checkpoints: mean} or last)",
             ("verdict", "checkpoints"),
         )
-    return [None] * len(checkpoints)
+    return interval_learning_rates([c.step for c in checkpoints], [] if missing else logged.items())
+
+
+def interval_learning_rates(
+    steps: Sequence[int], logged: Collection[tuple[int, float]]
+) -> list[float | None]:
+    """η_k at each of ``steps`` from logged ``(step, learning rate)`` pairs
+    (``scores.compute_interval_learning_rates``); None for all when none is logged."""
+    if not logged:
+        return [None] * len(steps)
+    rates = compute_interval_learning_rates(steps, [s for s, _ in logged], [r for _, r in logged])
+    return [float(r) for r in rates]
 
 
 # -- work ---------------------------------------------------------------------------------------
@@ -364,8 +350,12 @@ def layout_gram_rows(
     raw rows, which every probe row is multiplied with)."""
     probe_sets = {m.probes for m in spec.metrics}
     adam = spec.preconditioner == PRECONDITIONER_ADAM
-    preconditioned = {i for name in probe_sets for i in sequence_of[name]} if adam else ()
-    rows = layout_rows(n_sequences, preconditioned)
+    # A raw row per example, then an adam row per probe example when preconditioned.
+    preconditioned = sorted({i for name in probe_sets for i in sequence_of[name]} if adam else ())
+    rows = (
+        *((i, VARIANT_RAW) for i in range(n_sequences)),
+        *((i, VARIANT_ADAM) for i in preconditioned),
+    )
     index = {row: r for r, row in enumerate(rows)}
     probe_variant = VARIANT_ADAM if adam else VARIANT_RAW
     maps = RowMaps(
@@ -441,13 +431,12 @@ def resolve_config(
     checkpoints: Sequence[Checkpoint],
     keys: Sequence[CheckpointKeys],
     dims: Sequence[int],
+    rates: Sequence[float | None],
     device: str | None = None,
-    rates: Sequence[float | None] | None = None,
 ) -> dict:
     """``config.yaml``'s resolved spec and checkpoints (provenance is added when it is saved);
     ``device``: what ``device: auto`` resolved to (not part of the run's identity: the spec is);
     ``rates``: each checkpoint's learning rate (``learning_rates``), saved where not None."""
-    rates = [None] * len(checkpoints) if rates is None else rates
     config = {
         "spec": spec.to_dict(),
         **({"device": device} if device is not None else {}),

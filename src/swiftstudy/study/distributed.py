@@ -54,7 +54,7 @@ class Processes:
         return list(items[self.rank if rank is None else rank :: self.world_size])
 
     def share_ints(self, values: Sequence[int] | None) -> list[int]:
-        """Rank 0's list of integers, on every rank (others pass None)."""
+        """Rank 0's list of integers, on every rank (the other ranks' ``values`` are ignored)."""
         if self.world_size == 1:
             return list(values or [])
         length = self._broadcast(torch.tensor([len(values) if self.is_main else 0]))

@@ -49,7 +49,6 @@ from swiftstudy.study.rows import (
     RowSettings,
     RowTransform,
     load_row_transform,
-    rows_by_sequence,
 )
 
 logger = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ class GramJob:
     Attributes:
         states: The base model, put in each checkpoint's state.
         sequences: The unique examples.
-        rows: The Gram matrix's rows, ``(example index, variant)`` (``rows.layout_rows``).
+        rows: The Gram matrix's rows, ``(example index, variant)`` (``compute.layout_gram_rows``).
         kept: Indices of the rows kept in memory (the eval sets' raw rows), in order; the others
             are streamed.
         row_settings: The projection and preconditioner that make rows from gradients.
@@ -119,7 +118,8 @@ class GramJob:
         row_dtype: The engine's output dtype (float64 for a float64 model, else float32).
         processes: This process's rank and device.
         caches: The gradient cache of each variant; empty when the cache is off.
-        partial: The study's ``.partial/`` Gram matrices (read and written by rank 0).
+        partial: The study's ``.partial/`` Gram matrices (read and written by rank 0); None:
+            nowhere (a session resumes from its cache alone).
     """
 
     states: ModelStates
@@ -133,7 +133,7 @@ class GramJob:
     row_dtype: torch.dtype
     processes: Processes
     caches: dict[str, GradientCache]
-    partial: PartialGrams
+    partial: PartialGrams | None
 
     @functools.cached_property
     def kept_digest(self) -> str:
@@ -145,7 +145,10 @@ class GramJob:
     @functools.cached_property
     def rows_of_sequence(self) -> list[list[tuple[int, str]]]:
         """For each example, its ``(row index, variant)`` pairs in row order."""
-        return rows_by_sequence(self.rows, len(self.sequences))
+        by_sequence: list[list[tuple[int, str]]] = [[] for _ in self.sequences]
+        for index, (sequence, variant) in enumerate(self.rows):
+            by_sequence[sequence].append((index, variant))
+        return by_sequence
 
     def by_variant(
         self, items: Iterable[tuple[int, torch.Tensor]]
@@ -208,15 +211,17 @@ class _CheckpointGram:
     computed: int = 0
     dim: int = 0
     extra: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
-    _work: _BatchWork | None = field(default=None, repr=False)
+    #: The model in the checkpoint's state, its target modules and row transform, once loaded.
+    _engine: tuple[torch.nn.Module, list[torch.nn.Linear], RowTransform] | None = field(
+        default=None, repr=False
+    )
 
     def compute(self) -> tuple[torch.Tensor, int, StudyWork]:
         """The Gram matrix (NaN between streamed rows), the row dimension, the work done."""
         job, procs = self.job, self.job.processes
         n, n_rows = len(job.sequences), len(job.rows)
-        saved = job.partial.load(self.key.gram) if procs.is_main else None
-        header = [int(saved is not None), saved[1] if saved else 0] if procs.is_main else None
-        found, dim = procs.share_ints(header)
+        saved = job.partial.load(self.key.gram) if procs.is_main and job.partial else None
+        found, dim = procs.share_ints([int(saved is not None), saved[1] if saved else 0])
         if found:
             self.on_rows(n)
             gram = procs.share_tensor(saved[0] if saved else None, (n_rows, n_rows), torch.float64)
@@ -224,14 +229,17 @@ class _CheckpointGram:
 
         gram = torch.full((n_rows, n_rows), float("nan"), dtype=torch.float64)
         dots = self._read_dots() if procs.is_main else {}
-        lacking = procs.share_ints([n_rows - len(dots)] if procs.is_main else None)[0]
+        lacking = procs.share_ints([n_rows - len(dots)])[0]
         if lacking:
             self._streamed_rows(dots, self._kept_rows(dots))
         if procs.is_main:
             for row, values in dots.items():
-                _fill(gram, job.kept, row, values)
-            job.partial.save(self.key.gram, gram, self.dim)
-        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0]
+                gram[row, job.kept] = values[:-1]
+                gram[job.kept, row] = values[:-1]
+                gram[row, row] = values[-1]
+            if job.partial:
+                job.partial.save(self.key.gram, gram, self.dim)
+        self.dim = procs.share_ints([self.dim])[0]
         gram = procs.share_tensor(gram, (n_rows, n_rows), torch.float64)
         self.on_rows(n - self.computed)
         work = StudyWork(computed=self.computed, cached=n - self.computed)
@@ -248,12 +256,8 @@ class _CheckpointGram:
             loaded = job.caches[variant].load_dots(
                 self.key.of(variant), job.kept_digest, job.sequences[sequence]
             )
-            if loaded is None:
-                continue
-            values, dim = loaded
-            if values.dtype == torch.float64 and len(values) == len(job.kept) + 1:
-                found[index] = values
-                self.dim = dim
+            if loaded and loaded[0].dtype == torch.float64 and len(loaded[0]) == len(job.kept) + 1:
+                found[index], self.dim = loaded
         return found
 
     def _save_dots(self, dots: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
@@ -302,14 +306,12 @@ class _CheckpointGram:
     def _read_rows(self, indices: Sequence[int]) -> tuple[torch.Tensor | None, list[int]]:
         """Rows ``indices`` from the row cache, stacked, and the examples of those not found."""
         job = self.job
+        if not job.caches:
+            return None, sorted({job.rows[i][0] for i in indices})
         rows, missing = None, set()
         for position, index in enumerate(indices):
             sequence, variant = job.rows[index]
-            row = (
-                job.caches[variant].load(self.key.of(variant), job.sequences[sequence])
-                if job.caches
-                else None
-            )
+            row = job.caches[variant].load(self.key.of(variant), job.sequences[sequence])
             if (
                 row is None
                 or row.dtype != job.row_dtype
@@ -329,10 +331,10 @@ class _CheckpointGram:
     def _streamed_rows(self, dots: dict[int, torch.Tensor], kept: torch.Tensor | None) -> None:
         """Dot products of every streamed row lacking them, into ``dots`` (rank 0)."""
         job, procs = self.job, self.job.processes
+        streamed = set(range(len(job.rows))) - set(job.kept)
         missing = None
         if procs.is_main:
-            kept_set = set(job.kept)
-            lacking = [i for i in range(len(job.rows)) if i not in dots and i not in kept_set]
+            lacking = [i for i in sorted(streamed) if i not in dots]
             extra = [i for i in lacking if i in self.extra]
             if extra:
                 dots.update(self._dots(extra, torch.stack([self.extra[i] for i in extra]), kept))
@@ -352,11 +354,10 @@ class _CheckpointGram:
         self.computed += len(missing)
         if not missing:
             return
-        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0]
+        self.dim = procs.share_ints([self.dim])[0]
         if procs.world_size > 1:
             shape = (len(job.kept), self.dim)
             kept = procs.share_tensor(kept, shape, job.row_dtype).to(procs.device)
-        streamed = set(range(len(job.rows))) - set(job.kept)
         mine, per_rank = self._deal(missing, "streamed", only=streamed)
         own = [torch.empty((0, len(job.kept) + 1), dtype=torch.float64)]
         for batch in mine:
@@ -415,16 +416,44 @@ class _CheckpointGram:
         return mine, per_rank
 
     def _compute(self, batch: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
-        """One batch's Gram rows (every row of its examples): indices and values, cached."""
-        if self._work is None:
-            job = self.job
+        """Run the engine on a batch; return its examples' Gram rows (indices, values), cached
+        (when the cache is on and they are small enough)."""
+        job = self.job
+        if self._engine is None:
             state, targets = job.states.load(self.ckpt)
             transform = load_row_transform(
                 job.row_settings, self.ckpt, state, targets, job.processes.device
             )
-            self._work = _BatchWork(job, self.key, state, [t.module for t in targets], transform)
-            self.dim = job.row_settings.row_dim(gradient_dimension(self._work.modules))
-        indices, rows = self._work.compute(batch)
+            self._engine = (state, [t.module for t in targets], transform)
+            self.dim = job.row_settings.row_dim(gradient_dimension(self._engine[1]))
+        state, modules, transform = self._engine
+        sequences = [job.sequences[i] for i in batch]
+        grads = compute_gradients(
+            state,
+            modules,
+            sequences,
+            pad_id=job.pad_id,
+            max_examples=job.max_examples,
+            max_tokens=job.max_tokens,
+            device=job.processes.device,
+        )
+        if grads.dtype != job.row_dtype:
+            raise RuntimeError(f"the engine returned {grads.dtype}, expected {job.row_dtype}")
+        wanted = [(k, r, v) for k, i in enumerate(batch) for r, v in job.rows_of_sequence[i]]
+        variants = list(dict.fromkeys(v for _, _, v in wanted))
+        counts = [sum(mask[1:]) for _, mask in sequences]
+        produced = transform.apply(grads, variants, counts)
+        del grads
+        if variants == [VARIANT_RAW] and len(wanted) == len(batch):
+            rows = produced[VARIANT_RAW]  # the common case: one raw row per example
+        else:
+            rows = torch.stack([produced[v][k] for k, _, v in wanted])
+        indices = [r for _, r, _ in wanted]
+        if job.caches:
+            for variant, entries in job.by_variant(zip(indices, rows, strict=True)).items():
+                cache = job.caches[variant]
+                if cache.accepts(rows.shape[1], rows.dtype):
+                    cache.save(self.key.of(variant), entries)
         self.on_rows(len(batch))
         return indices, rows
 
@@ -446,7 +475,7 @@ class _CheckpointGram:
                 own = rows.new_empty((len(per_rank[procs.rank]), rows.shape[1]))
             own[offset : offset + len(rows)] = rows
             offset += len(rows)
-        self.dim = procs.share_ints([self.dim] if procs.is_main else None)[0]
+        self.dim = procs.share_ints([self.dim])[0]
         if own is None:
             own = torch.empty((0, self.dim), dtype=job.row_dtype, device=procs.device)
         received = procs.collect_rows(own, [len(r) for r in per_rank])
@@ -454,60 +483,3 @@ class _CheckpointGram:
             for index, row in zip(per_rank[rank], rows, strict=True):
                 place(index, row)
             self.on_rows(len({job.rows[i][0] for i in per_rank[rank]}))
-
-
-def _fill(gram: torch.Tensor, kept: Sequence[int], row: int, values: torch.Tensor) -> None:
-    """Put a row's dot products with the kept rows and its squared norm into the Gram matrix."""
-    gram[row, kept] = values[:-1]
-    gram[kept, row] = values[:-1]
-    gram[row, row] = values[-1]
-
-
-@dataclass(frozen=True)
-class _BatchWork:
-    """Computes batches of one checkpoint and caches their rows."""
-
-    job: GramJob
-    key: CheckpointKeys
-    state: torch.nn.Module
-    modules: list[torch.nn.Linear]
-    transform: RowTransform
-
-    def compute(self, batch: tuple[int, ...]) -> tuple[list[int], torch.Tensor]:
-        """Run the engine on a batch; return its examples' Gram rows (indices, values), cached."""
-        job = self.job
-        sequences = [job.sequences[i] for i in batch]
-        grads = compute_gradients(
-            self.state,
-            self.modules,
-            sequences,
-            pad_id=job.pad_id,
-            max_examples=job.max_examples,
-            max_tokens=job.max_tokens,
-            device=job.processes.device,
-        )
-        if grads.dtype != job.row_dtype:
-            raise RuntimeError(f"the engine returned {grads.dtype}, expected {job.row_dtype}")
-        wanted = [(k, r, v) for k, i in enumerate(batch) for r, v in job.rows_of_sequence[i]]
-        variants = list(dict.fromkeys(v for _, _, v in wanted))
-        counts = [sum(mask[1:]) for _, mask in sequences]
-        produced = self.transform.apply(grads, variants, counts)
-        del grads
-        if variants == [VARIANT_RAW] and len(wanted) == len(batch):
-            rows = produced[VARIANT_RAW]  # the common case: one raw row per example
-        else:
-            rows = torch.stack([produced[v][k] for k, _, v in wanted])
-        indices = [r for _, r, _ in wanted]
-        self.store(indices, rows)
-        return indices, rows
-
-    def store(self, indices: Sequence[int], rows: torch.Tensor) -> None:
-        """Cache the rows of Gram rows ``indices`` (when the cache is on and they are small
-        enough), each in its variant's cache."""
-        job = self.job
-        if not job.caches:
-            return
-        for variant, entries in job.by_variant(zip(indices, rows, strict=True)).items():
-            cache = job.caches[variant]
-            if cache.accepts(rows.shape[1], rows.dtype):
-                cache.save(self.key.of(variant), entries)

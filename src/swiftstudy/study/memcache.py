@@ -34,12 +34,6 @@ class MemoryStore:
         self.dots: dict[tuple[str, ...], tuple[torch.Tensor, int]] = {}
         self.row_bytes = 0
 
-    def get_row(self, key: tuple[str, ...]) -> torch.Tensor | None:
-        row = self.rows.get(key)
-        if row is not None:
-            self.rows.move_to_end(key)
-        return row
-
     def put_row(self, key: tuple[str, ...], row: torch.Tensor) -> int:
         """Keep ``row`` (a CPU copy), dropping the least recently used rows to make room.
 
@@ -86,7 +80,10 @@ class MemoryGradientCache:
 
     def load(self, checkpoint: str, sequence: TokenSequence) -> torch.Tensor | None:
         """The kept gradient row of ``sequence`` at ``checkpoint``, or None."""
-        return self.store.get_row((self._digest, checkpoint, example_digest(sequence)))
+        key = (self._digest, checkpoint, example_digest(sequence))
+        if key in self.store.rows:
+            self.store.rows.move_to_end(key)  # the least recently used row is dropped first
+        return self.store.rows.get(key)
 
     def load_dots(
         self, checkpoint: str, evals: str, sequence: TokenSequence

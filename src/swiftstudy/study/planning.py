@@ -88,7 +88,8 @@ def _shapes(
     if checkpoint.kind != CHECKPOINT_KIND_ADAPTER:
         return None
     model, targets = states.load(checkpoint)
-    layers = {_layer_name(t.name) for t in targets}
+    matches = [_LORA_TARGET.search(t.name) for t in targets]
+    layers = {match.group(1) if match else None for match in matches}
     ranks = {t.module.weight.shape[0] for t in targets if ".lora_A." in t.name}
     config = getattr(model, "config", None)
     if None in layers or len(ranks) != 1 or config is None:
@@ -108,8 +109,3 @@ def _shapes(
     except (AttributeError, InputError):  # not a Llama-style config or layer
         return None
     return shape, workload
-
-
-def _layer_name(name: str) -> str | None:
-    match = _LORA_TARGET.search(name)
-    return match.group(1) if match else None

@@ -45,15 +45,6 @@ PANDAS_MISSING = (
 DEFAULT_TOP_PROBES = 5
 
 
-def import_pandas() -> Any:
-    """pandas, or an ImportError that says how to get it."""
-    try:
-        import pandas
-    except ImportError as err:
-        raise ImportError(PANDAS_MISSING) from err
-    return pandas
-
-
 class Rows(tuple):
     """The rows of one table (dataclasses), with ``to_pandas()``; otherwise a plain tuple."""
 
@@ -67,7 +58,10 @@ class Rows(tuple):
         Raises:
             ImportError: pandas is not installed.
         """
-        pandas = import_pandas()
+        try:
+            import pandas
+        except ImportError as err:
+            raise ImportError(PANDAS_MISSING) from err
         columns = self.columns
         if not columns and self:
             columns = tuple(f.name for f in fields(self[0]))
@@ -92,10 +86,6 @@ class NormRows(Rows):
     """The rows of ``norms.csv``."""
 
     columns = NORMS_COLUMNS
-
-
-class ProbeRows(Rows):
-    """The probes that drive a metric (``report.drivers.ProbeDriver`` rows)."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +177,7 @@ class StudyResult:
         """
         from swiftstudy.report.drivers import find_metric_drivers
 
-        return ProbeRows(find_metric_drivers(self.tables, metric, k).drivers)
+        return Rows(find_metric_drivers(self.tables, metric, k).drivers)
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the verdict table and the metrics-by-step figure (inline SVG)."""

@@ -18,7 +18,7 @@ of z0 under an Adam step on z, in units of a plain step on z0 (so not on the raw
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,25 +77,6 @@ class RowSettings:
         return gradient_dim if self.projection is None else self.projection[0]
 
 
-def layout_rows(n_sequences: int, preconditioned: Iterable[int] = ()) -> tuple[GramRow, ...]:
-    """The Gram rows: a raw row per example, then an ``adam`` row per preconditioned example.
-
-    Args:
-        n_sequences: The unique examples.
-        preconditioned: Indices of the examples (the probes) that also get an ``adam`` row.
-    """
-    raw = [(i, VARIANT_RAW) for i in range(n_sequences)]
-    return (*raw, *((i, VARIANT_ADAM) for i in sorted(set(preconditioned))))
-
-
-def rows_by_sequence(rows: Sequence[GramRow], n_sequences: int) -> list[list[tuple[int, str]]]:
-    """For each example, its ``(row index, variant)`` pairs in row order."""
-    by_sequence: list[list[tuple[int, str]]] = [[] for _ in range(n_sequences)]
-    for index, (sequence, variant) in enumerate(rows):
-        by_sequence[sequence].append((index, variant))
-    return by_sequence
-
-
 class RowTransform:
     """One checkpoint's map from a batch's raw gradients to its Gram rows (module docstring).
 
@@ -136,7 +117,9 @@ class RowTransform:
                 rows = self._precondition(grads, token_counts)
             else:
                 raise ValueError(f"unknown row variant {variant!r}")
-            out[variant] = self._project(rows)
+            if self.settings.projection is not None:
+                rows = project_gradients(rows, *self.settings.projection).to(rows.dtype)
+            out[variant] = rows
         return out
 
     def _precondition(self, grads: torch.Tensor, token_counts: Sequence[int]) -> torch.Tensor:
@@ -147,12 +130,6 @@ class RowTransform:
             raise ValueError("an example has no scored token")
         betas, eps = self._adam
         return compute_adam_update(grads / counts[:, None], *self._moments, betas=betas, eps=eps)
-
-    def _project(self, rows: torch.Tensor) -> torch.Tensor:
-        if self.settings.projection is None:
-            return rows
-        k, seed = self.settings.projection
-        return project_gradients(rows, k, seed).to(rows.dtype)
 
 
 def load_row_transform(

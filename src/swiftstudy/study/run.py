@@ -19,7 +19,7 @@ from pathlib import Path
 
 from swiftstudy.config.reader import spec_key_error
 from swiftstudy.constants import CACHE_ENV_VAR, CONFIG_YAML, PARTIAL_DIR
-from swiftstudy.data import Example, TokenizedExample, load_examples
+from swiftstudy.data import Example, load_examples
 from swiftstudy.errors import InputError
 from swiftstudy.model import (
     Checkpoint,
@@ -34,10 +34,10 @@ from swiftstudy.study.compute import (
     SetGrams,
     check_pairs,
     checkpoint_keys,
+    compute_result,
     compute_set_grams,
     load_study_model,
     resolve_config,
-    token_records,
     used_sets,
 )
 from swiftstudy.study.compute import learning_rates as compute_learning_rates
@@ -46,7 +46,6 @@ from swiftstudy.study.grams import CheckpointKeys
 from swiftstudy.study.result import StudyResult, write_result_tables
 from swiftstudy.study.rows import RowMaps
 from swiftstudy.study.spec import CACHE_KEYS, REPORT_KEYS, StudySpec, load_study_spec
-from swiftstudy.study.tables import compute_norm_rows, compute_tables
 
 logger = logging.getLogger(__name__)
 
@@ -197,13 +196,10 @@ def run_studies(
         )
     results = {}
     for key, spec in specs.items():
-        tokenized, rows_of = _study_rows(computed, names[key], spec)
         results[key] = _finish_study(
             spec,
             Path(key),
-            computed,
-            tokenized,
-            rows_of,
+            _study_grams(computed, names[key], spec),
             ckpts,
             rates[key],
             keys,
@@ -256,16 +252,15 @@ def _union(
     return replace(first, sets=tuple(sets), metrics=tuple(metrics)), union_examples, names
 
 
-def _study_rows(
-    computed: SetGrams, names: dict[str, str], spec: StudySpec
-) -> tuple[dict[str, list[TokenizedExample]], RowMaps]:
+def _study_grams(computed: SetGrams, names: dict[str, str], spec: StudySpec) -> SetGrams:
     """One study's tokenized sets and Gram rows, under its own set names."""
     used = used_sets(spec)
     own = [(name, names[name]) for name in (s.name for s in spec.sets) if name in used]
     rows_of = computed.rows_of
-    return (
-        {name: computed.tokenized[union] for name, union in own},
-        RowMaps(
+    return replace(
+        computed,
+        tokenized={name: computed.tokenized[union] for name, union in own},
+        rows_of=RowMaps(
             probes={n: rows_of.probes[u] for n, u in own if u in rows_of.probes},
             evals={n: rows_of.evals[u] for n, u in own},
         ),
@@ -276,8 +271,6 @@ def _finish_study(
     spec: StudySpec,
     out_dir: Path,
     computed: SetGrams,
-    tokenized: dict[str, list[TokenizedExample]],
-    rows_of: RowMaps,
     checkpoints: Sequence[Checkpoint],
     learning_rates: Sequence[float | None],
     keys: Sequence[CheckpointKeys],
@@ -289,20 +282,17 @@ def _finish_study(
 ) -> StudyResult:
     """A study's tables from the Gram matrices, written (rank 0) with its config and report;
     ``shared``: how many studies the Gram matrices were computed for."""
-    grams, dims, work = computed.grams, computed.dims, computed.work
-    scores, relinf = compute_tables(spec, checkpoints, grams, tokenized, rows_of)
-    result = StudyResult(
-        out_dir, tuple(scores), tuple(relinf), tuple(checkpoints), work, procs.rank
+    config = None
+    if procs.is_main:
+        config = resolve_config(
+            spec, checkpoints, keys, computed.dims, learning_rates, str(procs.device)
+        )
+    result = compute_result(
+        spec, checkpoints, computed, rank=procs.rank, config=config, out_dir=out_dir
     )
     if not procs.is_main:
         return result
-    config = resolve_config(spec, checkpoints, keys, dims, str(procs.device), learning_rates)
-    result = replace(
-        result,
-        norms=compute_norm_rows(checkpoints, grams, tokenized, rows_of),
-        tokens=token_records(tokenized),
-        config=config,
-    )
+    work = result.work
     write_result_tables(out_dir, result)
     # config.yaml last: its presence marks a complete result (the report is derived from it).
     inputs = hash_inputs(s.path for s in spec.sets)
@@ -361,8 +351,5 @@ def _discover(spec: StudySpec) -> list[Checkpoint]:
     base_dir = spec.spec_path.parent if spec.spec_path else None
     if isinstance(spec.checkpoints, Path):
         return discover_checkpoints(spec.checkpoints, base_dir=base_dir)
-    entries = [
-        {"path": str(c.path), **({} if c.step is None else {"step": c.step})}
-        for c in spec.checkpoints
-    ]
+    entries = [{"path": str(c.path), "step": c.step} for c in spec.checkpoints]
     return discover_checkpoints(entries, base_dir=base_dir)

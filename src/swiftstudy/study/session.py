@@ -47,9 +47,11 @@ from swiftstudy.study.compute import (
     StudyModel,
     check_pairs,
     checkpoint_keys,
-    compute_study,
+    compute_result,
+    compute_set_grams,
     learning_rates,
     load_study_model,
+    resolve_config,
 )
 from swiftstudy.study.distributed import Processes
 from swiftstudy.study.grams import CheckpointKeys
@@ -145,26 +147,22 @@ class Session:
         spec, examples = self._spec(sets, metrics, options)
         check_pairs(spec, {name: [e.task for e in exs] for name, exs in examples.items()})
         rates = learning_rates(spec, self.checkpoints)
-        cache = (
-            functools.partial(
-                GradientCache, self.cache_dir, max_row_bytes=spec.cache_max_gradient_mb * _MB
-            )
-            if self.cache_dir is not None
-            else functools.partial(
-                MemoryGradientCache, self.store, max_row_bytes=spec.cache_max_gradient_mb * _MB
-            )
+        keys = self._checkpoint_keys(spec)
+        make, where = (
+            (GradientCache, self.cache_dir) if self.cache_dir else (MemoryGradientCache, self.store)
         )
-        result = compute_study(
+        done = compute_set_grams(
             spec,
             examples,
             self.model,
             self.checkpoints,
-            self._checkpoint_keys(spec),
-            rates=rates,
+            keys,
             processes=Processes(device=self.device),
-            cache=cache,
+            cache=functools.partial(make, where, max_row_bytes=spec.cache_max_gradient_mb * _MB),
             progress=progress,
         )
+        config = resolve_config(spec, self.checkpoints, keys, done.dims, rates)
+        result = compute_result(spec, self.checkpoints, done, rank=0, config=config)
         logger.info(
             "study: %d gradient(s) computed, %d from the cache",
             result.work.computed,

@@ -18,9 +18,10 @@ Example::
     verdict: {normalization: relinf, checkpoints: mean}
 
 A metric's ``control`` names another probe set scored on the same evals in the same context; the
-study reuses a listed metric with those sets, or adds one (named by ``control_metric_name``), and
-the report's headline is the strategy's margin over it (``scores.variants``). ``verdict`` picks
-the scoring variant of that headline; every variant is computed and saved in ``verdicts.json``.
+study reuses a listed metric with those sets, or adds one named ``<control> → <evals> (<context>,
+control)``, and the report's headline is the strategy's margin over it (``scores.variants``).
+``verdict`` picks the scoring variant of that headline; every variant is computed and saved in
+``verdicts.json``.
 """
 
 from __future__ import annotations
@@ -335,11 +336,6 @@ load_study_spec = partial(load_spec, StudySpec)
 spec_from_dict = partial(from_dict, StudySpec)
 
 
-def control_metric_name(control: str, evals: str, context: str) -> str:
-    """The name of a metric added as a control: ``<control> → <evals> (<context>, control)``."""
-    return f"{control} → {evals} ({context}, control)"
-
-
 def _added_controls(metrics: Sequence[MetricSpec]) -> tuple[MetricSpec, ...]:
     """The control metrics no listed metric provides, in the order their strategies name them."""
     have = {(m.probes, m.evals, m.context) for m in metrics}
@@ -350,7 +346,7 @@ def _added_controls(metrics: Sequence[MetricSpec]) -> tuple[MetricSpec, ...]:
         if metric.control is None or key in have:
             continue
         have.add(key)
-        name = base = control_metric_name(*key)
+        name = base = f"{metric.control} → {metric.evals} ({metric.context}, control)"
         while name in names:
             name = f"{base}'"
         names.add(name)

@@ -62,12 +62,9 @@ def compute_tables(
                     value.n_excluded_evals,
                 )
             values.append((metric, ckpt, value.value, value.n_pairs))
-            matrices[metric.name].append(
-                PairMatrix(ckpt.step, relinf.numpy(), (pairs & valid.unsqueeze(0)).numpy())
-            )
-            relinf_rows.extend(
-                _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs)
-            )
+            used = pairs & valid.unsqueeze(0)
+            matrices[metric.name].append(PairMatrix(ckpt.step, relinf.numpy(), used.numpy()))
+            relinf_rows.extend(_pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, used))
     statistics = compute_study_statistics(
         [
             MetricPairs(m.name, m.probes, m.evals, m.context, tuple(matrices[m.name]))
@@ -122,8 +119,8 @@ def compute_norm_rows(
     ]
 
 
-def _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs) -> list[RelInfRow]:
-    used = (pairs & valid.unsqueeze(0)).nonzero().tolist()
+def _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, used) -> list[RelInfRow]:
+    """The ``relinf.csv`` rows of the pairs in the mask ``used``."""
     return [
         RelInfRow(
             step=ckpt.step,
@@ -138,7 +135,7 @@ def _pair_rows(metric, ckpt, probes, evals, dots, sqnorms, relinf, valid, pairs)
             eval_sqnorm=float(sqnorms[j]),
             relinf=float(relinf[i, j]),
         )
-        for i, j in used
+        for i, j in used.nonzero().tolist()
     ]
 
 
