@@ -72,7 +72,7 @@ def test_weights_gradients_and_dot_products_are_exact(dtype):
     model, modules, shape = _tiny(dtype)
     sequences = _sequences(6, 20)
     plan = plan_memory(shape, GradientWorkload(n_examples=6, rank=8, batch_examples=4), 80)
-    assert plan.gradient_dim == plan.lora_params == gradient_dimension(modules)
+    assert plan.lora_params == gradient_dimension(modules)
     assert plan.weights == sum(p.numel() * p.element_size() for p in model.parameters())
     grads = compute_gradients(model, modules, sequences, pad_id=0, max_examples=4, max_tokens=80)
     assert plan.kept_gradients == grads.numel() * grads.element_size()
@@ -116,7 +116,7 @@ def test_the_7b_worked_example():
     """Llama-2-7B in bf16, LoRA r=64 on up/down_proj: the numbers the README quotes."""
     workload = GradientWorkload(n_examples=500, rank=64, batch_examples=8)
     plan = plan_memory(LLAMA_7B, workload, 4096)
-    assert plan.gradient_dim == 32 * 2 * 64 * (4096 + 11008) == 61_865_984
+    assert plan.lora_params == 32 * 2 * 64 * (4096 + 11008) == 61_865_984
     assert plan.weights == 6_738_415_616 * 2 + 61_865_984 * 4
     assert plan.kept_gradients == 500 * 61_865_984 * 4  # 115.2 GiB: too much for one GPU
     streamed = plan_memory(LLAMA_7B, GradientWorkload(500, n_kept=100, batch_examples=8), 4096)

@@ -30,7 +30,6 @@ from swiftstudy.scores import (
     draw_resample_counts,
     find_comparisons,
     find_lasting_step,
-    find_overtake_step,
 )
 
 
@@ -205,7 +204,8 @@ def test_slope_matches_scipy_linregress():
     ],
 )
 def test_overtake_step(a, b, expected):
-    assert find_overtake_step([0, 50, 100, 150, 200], a, b) == expected
+    holds = [x is not None and y is not None and x > y for x, y in zip(a, b, strict=True)]
+    assert find_lasting_step([0, 50, 100, 150, 200], holds) == expected
 
 
 def test_lasting_step():

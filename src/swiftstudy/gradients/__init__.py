@@ -12,8 +12,6 @@ from swiftstudy.gradients.naive import compute_naive_gradients
 from swiftstudy.gradients.preconditioning import compute_adam_update
 from swiftstudy.gradients.projection import (
     project_gradients,
-    projected_dot_std_bound,
-    projected_dot_variance,
     rademacher_rows,
     relative_error_bound,
 )
@@ -30,8 +28,6 @@ __all__ = [
     "gradient_dimension",
     "plan_batches",
     "project_gradients",
-    "projected_dot_std_bound",
-    "projected_dot_variance",
     "rademacher_rows",
     "relative_error_bound",
 ]

@@ -34,11 +34,6 @@ class Batch:
     attention_mask: torch.Tensor
     completion_mask: torch.Tensor
 
-    @property
-    def n_tokens(self) -> int:
-        """Real (unpadded) tokens in the batch."""
-        return int(self.attention_mask.sum())
-
 
 def default_batch_tokens(device: str | torch.device) -> int:
     """The padded-token budget for a device type when the user sets none."""

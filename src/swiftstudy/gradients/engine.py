@@ -14,6 +14,7 @@ target weights that a training backward would form and we would throw away.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -52,8 +53,7 @@ def compute_batch_gradients(
     """
     if any(p.requires_grad for p in model.parameters()):
         raise ValueError("compute_batch_gradients needs a model with every parameter frozen")
-    calls = _record_forward(model, modules, batch)
-    losses = calls.pop()
+    calls, losses = _record_forward(model, modules, batch)
     output_grads = torch.autograd.grad(losses.sum(), [y for _, _, y in calls], allow_unused=True)
 
     n = batch.input_ids.shape[0]
@@ -87,11 +87,11 @@ def compute_batch_gradients(
     return out
 
 
-def _record_forward(model: nn.Module, modules: Sequence[nn.Linear], batch: Batch) -> list:
-    """Run the loss forward, keeping each target call's input and (differentiable) output.
-
-    Returns ``[(module index, input, output), ..., losses]``.
-    """
+def _record_forward(
+    model: nn.Module, modules: Sequence[nn.Linear], batch: Batch
+) -> tuple[list[tuple[int, torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Run the loss forward: each target call's ``(module index, input, differentiable output)``,
+    and the losses."""
     records: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     def make_hook(index: int):
@@ -114,15 +114,12 @@ def _record_forward(model: nn.Module, modules: Sequence[nn.Linear], batch: Batch
             handle.remove()
     if {index for index, _, _ in records} != set(range(len(modules))):
         raise ValueError("a target module was not called in the forward pass")
-    return [*records, losses]
+    return records, losses
 
 
 def _offsets(modules: Sequence[nn.Linear]) -> list[tuple[int, int]]:
-    spans, start = [], 0
-    for m in modules:
-        spans.append((start, start + m.weight.numel()))
-        start += m.weight.numel()
-    return spans
+    ends = list(itertools.accumulate(m.weight.numel() for m in modules))
+    return list(zip([0, *ends], ends, strict=False))  # (start, stop) of each module
 
 
 def _scored_spans(batch: Batch) -> list[int]:

@@ -31,8 +31,7 @@ def compute_completion_nll(
     Returns:
         ``(B,)`` float32 (or float64 for a float64 model) losses, differentiable.
     """
-    decoder = model.get_decoder()
-    hidden = decoder(
+    hidden = model.get_decoder()(
         input_ids=input_ids, attention_mask=attention_mask, use_cache=False
     ).last_hidden_state
     # Position t-1 predicts token t: score the hidden states just before each completion token.

@@ -161,38 +161,6 @@ def project_gradients(
     return out
 
 
-def projected_dot_variance(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    """Exact variance of every projected dot product ``⟨Pᵀa_n, Pᵀb_m⟩`` over random P.
-
-    Args:
-        a: ``(N, d)`` vectors.
-        b: ``(M, d)`` vectors.
-        k: Output dimension of the projection.
-
-    Returns:
-        ``(N, M)`` float64 variances ``(|a|²|b|² + ⟨a,b⟩² − 2 Σ_i a_i² b_i²) / k``.
-    """
-    a, b = a.to(torch.float64), b.to(torch.float64)
-    sq_a, sq_b = (a * a).sum(1), (b * b).sum(1)
-    dots = a @ b.T
-    fourth = (a * a) @ (b * b).T
-    return (sq_a[:, None] * sq_b[None, :] + dots * dots - 2 * fourth) / k
-
-
-def projected_dot_std_bound(
-    sqnorm_a: torch.Tensor, sqnorm_b: torch.Tensor, dot: torch.Tensor, k: int
-) -> torch.Tensor:
-    """Upper bound on the standard error of a projected dot product, from norms and the dot.
-
-    ``√((|a|²|b|² + ⟨a,b⟩²) / k)``, at most ``√(2/k) · |a||b|``; it needs no coordinates, so it
-    applies to results already reduced to a Gram matrix. Arguments broadcast.
-    """
-    sqnorm_a, sqnorm_b, dot = (
-        torch.as_tensor(t, dtype=torch.float64) for t in (sqnorm_a, sqnorm_b, dot)
-    )
-    return torch.sqrt((sqnorm_a * sqnorm_b + dot * dot) / k)
-
-
 def relative_error_bound(k: int) -> float:
     """``√(2/k)``: the projected dot product's standard error is at most this times ``|a||b|``."""
     if k < 1:

@@ -31,7 +31,7 @@ from swiftstudy.model.memory import (
     render_memory_plan,
 )
 from swiftstudy.model.optimizer import AdamMoments, load_adam_moments, trainer_parameter_order
-from swiftstudy.model.states import ModelStates, TargetModule, find_targets, target_parameters
+from swiftstudy.model.states import ModelStates, TargetModule, find_targets
 
 __all__ = [
     "AdamMoments",
@@ -56,6 +56,5 @@ __all__ = [
     "plan_memory",
     "render_memory_plan",
     "resolve_device",
-    "target_parameters",
     "trainer_parameter_order",
 ]

@@ -111,14 +111,10 @@ def hash_checkpoint(ckpt: Checkpoint) -> str:
     Returns:
         The SHA-256 hex digest.
     """
-    files = sorted(_state_files(ckpt), key=lambda p: p.name)
-    return sha256_hex(
-        *(
-            part
-            for file in files
-            for part in (f"{file.name}\0", file.stat().st_size.to_bytes(8, "little"), file)
-        )
-    )
+    parts: list[str | bytes | Path] = []
+    for file in sorted(_state_files(ckpt), key=lambda p: p.name):
+        parts += [f"{file.name}\0", file.stat().st_size.to_bytes(8, "little"), file]
+    return sha256_hex(*parts)
 
 
 def _state_files(ckpt: Checkpoint) -> list[Path]:
@@ -133,11 +129,8 @@ def _state_files(ckpt: Checkpoint) -> list[Path]:
 
 
 def _resolve(path: str | Path, base_dir: Path | None) -> Path:
-    """Expand ``~`` and resolve a relative path against ``base_dir``."""
-    resolved = Path(path).expanduser()
-    if not resolved.is_absolute() and base_dir is not None:
-        resolved = Path(base_dir) / resolved
-    return resolved
+    """Expand ``~`` and resolve a relative path against ``base_dir`` (an absolute one is kept)."""
+    return Path(base_dir or ".") / Path(path).expanduser()
 
 
 def _checkpoints_from_dir(root: Path, *, key: str) -> list[Checkpoint]:
@@ -285,12 +278,8 @@ def load_learning_rate_log(ckpt: Checkpoint) -> list[tuple[int, float]] | None:
         if not isinstance(entry, dict) or "learning_rate" not in entry:
             continue
         step, rate = entry.get("step"), entry["learning_rate"]
-        if (
-            isinstance(step, bool)
-            or not isinstance(step, int)
-            or isinstance(rate, bool)
-            or not isinstance(rate, int | float)
-        ):
+        # JSON gives exact types: no bool (an int subclass) passes as a step or a rate.
+        if type(step) is not int or type(rate) not in (int, float):
             raise InputError(
                 f"expected an integer step and a number, got {step!r} and {rate!r}",
                 path=state_file,

@@ -173,25 +173,20 @@ def _model_source(
     """The folder or hub id a model name loads from, and how to name it in messages."""
     _check_options(name, options)
     if name == BUNDLED_MODEL_ALIAS:
-        source, what = _converted_gguf_dir(bundled_gguf_path(), cache_dir), f"cached {name}"
-    else:
-        path = Path(name).expanduser()
-        if name.lower().endswith(".gguf"):
-            if not path.is_file():
-                raise InputError("no such GGUF file", path=path, key=_MODEL_KEY)
-            source, what = _converted_gguf_dir(path, cache_dir), f"cached {path.name}"
-        elif path.is_dir():
-            if not (path / MODEL_CONFIG).is_file():
-                raise InputError(
-                    f"not a model folder: no {MODEL_CONFIG}", path=path, key=_MODEL_KEY
-                )
-            source, what = path, "model folder"
-        elif path.exists() or looks_like_path(name):
-            problem = "expected a .gguf file or a model folder" if path.exists() else "no such path"
-            raise InputError(problem, path=path, key=_MODEL_KEY)
-        else:
-            source, what = name, "hub model"
-    return source, what
+        return _converted_gguf_dir(bundled_gguf_path(), cache_dir), f"cached {name}"
+    path = Path(name).expanduser()
+    if name.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise InputError("no such GGUF file", path=path, key=_MODEL_KEY)
+        return _converted_gguf_dir(path, cache_dir), f"cached {path.name}"
+    if path.is_dir():
+        if not (path / MODEL_CONFIG).is_file():
+            raise InputError(f"not a model folder: no {MODEL_CONFIG}", path=path, key=_MODEL_KEY)
+        return path, "model folder"
+    if path.exists() or looks_like_path(name):
+        problem = "expected a .gguf file or a model folder" if path.exists() else "no such path"
+        raise InputError(problem, path=path, key=_MODEL_KEY)
+    return name, "hub model"
 
 
 def load_checkpoint_tokenizer(folders: Sequence[Path]) -> PreTrainedTokenizerBase | None:
@@ -271,10 +266,8 @@ def bundled_gguf_path() -> Path:
 
 def default_cache_dir() -> Path:
     """The cache folder: ``$SWIFTSTUDY_CACHE`` if set, else the platform's user cache folder."""
-    override = os.environ.get(CACHE_ENV_VAR)
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_cache_dir(APP_NAME))
+    folder = os.environ.get(CACHE_ENV_VAR) or platformdirs.user_cache_dir(APP_NAME)
+    return Path(folder).expanduser()
 
 
 def _check_options(name: str, options: LoadOptions) -> None:
@@ -302,8 +295,7 @@ def _converted_gguf_dir(gguf_path: Path, cache_dir: str | Path | None) -> Path:
         _convert_gguf(gguf_path, scratch)
         _publish(scratch, target)
     finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # gone already when it was published
     return target
 
 

@@ -120,11 +120,6 @@ class GradientWorkload:
     n_kept: int | None = None
     projection_dim: int | None = None
 
-    @property
-    def kept(self) -> int:
-        """Examples whose gradients are kept."""
-        return self.n_examples if self.n_kept is None else self.n_kept
-
 
 @dataclass(frozen=True)
 class ActivationEstimate:
@@ -152,8 +147,7 @@ class MemoryPlan:
     Attributes:
         batch_tokens: Padded tokens per batch the plan assumes.
         batch_examples: Examples per batch it assumes (at most).
-        lora_params: Parameters of the adapter.
-        gradient_dim: Length of one per-example gradient (the adapter's parameter count).
+        lora_params: Parameters of the adapter, the length of one per-example gradient.
         kept_dim: Length of a kept gradient row (``projection_dim`` when projecting).
         weights: Model and adapter weights.
         activations: One batch's working memory.
@@ -164,7 +158,6 @@ class MemoryPlan:
     batch_tokens: int
     batch_examples: int
     lora_params: int
-    gradient_dim: int
     kept_dim: int
     weights: int
     activations: ActivationEstimate
@@ -191,11 +184,10 @@ def plan_memory(model: ModelShape, workload: GradientWorkload, batch_tokens: int
     if batch_tokens < 1 or workload.n_examples < 1 or workload.rank < 1:
         raise ValueError("batch_tokens, n_examples and rank must be >= 1")
     features = [model.linear_features(name) for name in workload.targets]
-    r = workload.rank
-    lora_params = model.num_layers * sum(r * (i + o) for i, o in features)
+    lora_params = model.num_layers * sum(workload.rank * (i + o) for i, o in features)
     kept_dim = workload.projection_dim or lora_params
     batch_examples = min(workload.batch_examples, batch_tokens)
-    kept = workload.kept
+    kept = workload.n_examples if workload.n_kept is None else workload.n_kept
     chunk = min(DOT_CHUNK_COLUMNS, kept_dim)
     # All kept: their Gram matrix. Streamed: each batch of probes against the kept gradients.
     chunk_rows = kept if kept == workload.n_examples else kept + batch_examples
@@ -203,7 +195,6 @@ def plan_memory(model: ModelShape, workload: GradientWorkload, batch_tokens: int
         batch_tokens=batch_tokens,
         batch_examples=batch_examples,
         lora_params=lora_params,
-        gradient_dim=lora_params,
         kept_dim=kept_dim,
         weights=model.n_params * model.dtype_bytes + lora_params * _FLOAT32,
         activations=_activations(model, workload, batch_tokens, batch_examples, lora_params),
@@ -267,12 +258,11 @@ def choose_batch_tokens(
 
 def render_memory_plan(plan: MemoryPlan, max_memory: int | None = None) -> str:
     """A short table of the plan, for printing before a run."""
-    act = plan.activations
     rows = [
         ("model weights", plan.weights, f"+ LoRA {plan.lora_params:,} params in float32"),
         (
             "activations per batch",
-            act.total,
+            plan.activations.total,
             f"{plan.batch_tokens:,} tokens, <= {plan.batch_examples} examples (estimate)",
         ),
         (
@@ -284,7 +274,7 @@ def render_memory_plan(plan: MemoryPlan, max_memory: int | None = None) -> str:
         ("dot products", plan.dot_products, "float64, with conversion chunks"),
         ("peak", plan.peak, "" if max_memory is None else f"of max_memory {_gib(max_memory)}"),
     ]
-    lines = [f"memory plan (gradient dimension {plan.gradient_dim:,})"]
+    lines = [f"memory plan (gradient dimension {plan.lora_params:,})"]
     lines += [f"  {name:<22} {_gib(size):>11}  {note}".rstrip() for name, size, note in rows]
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,17 +163,14 @@ def _adam_settings(groups: list[dict], path: Path) -> tuple[tuple[float, float],
     return (betas[0], betas[1]), eps
 
 
-def trainer_parameter_order(
-    model: nn.Module, is_trainable: Callable[[str], bool] = lambda name: True
-) -> list[tuple[str, torch.Size]]:
-    """The order of the Trainer's default optimizer over ``model``'s trainable parameters.
+def trainer_parameter_order(model: nn.Module) -> list[tuple[str, torch.Size]]:
+    """The order of the Trainer's default optimizer over ``model``'s parameters (full fine-tune).
 
     Weight-decay parameters then the others (biases, norms), each in ``named_parameters`` order,
     as ``Trainer.create_optimizer`` groups them with the installed transformers' rule.
 
     Args:
         model: The model as trained (the names may lack the training wrapper's prefix).
-        is_trainable: Whether a parameter name was trained; all by default (full fine-tune).
 
     Returns:
         ``(name, shape)`` in optimizer order, for :func:`load_adam_moments`.
@@ -182,5 +179,5 @@ def trainer_parameter_order(
 
     # The rule depends only on the model; the method does not use the Trainer instance.
     decay = set(Trainer.get_decay_parameter_names(None, model))
-    named = [(n, p.shape) for n, p in model.named_parameters() if is_trainable(n)]
+    named = [(n, p.shape) for n, p in model.named_parameters()]
     return [x for x in named if x[0] in decay] + [x for x in named if x[0] not in decay]

@@ -84,11 +84,6 @@ class TargetModule:
     module: torch.nn.Linear
 
 
-def target_parameters(targets: Sequence[TargetModule]) -> list[torch.nn.Parameter]:
-    """The weight parameters of the given targets, in order."""
-    return [t.module.weight for t in targets]
-
-
 class ModelStates:
     """Holds the base model and yields it in each checkpoint's state, swapping adapters in place.
 
@@ -318,9 +313,8 @@ def _read_adapter_config(ckpt: Checkpoint) -> dict:
 
 def _read_adapter_weights(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     """The adapter's tensors, read with safetensors on CPU."""
-    path = ckpt.path / ADAPTER_WEIGHTS
     try:
-        return load_file(path, device="cpu")
+        return load_file(ckpt.path / ADAPTER_WEIGHTS, device="cpu")
     except (OSError, SafetensorError) as err:
         raise InputError(
             f"cannot read safetensors: {err}", path=ckpt.path, key=ADAPTER_WEIGHTS

@@ -29,7 +29,6 @@ from swiftstudy.scores.statistics import (
     draw_resample_counts,
     find_comparisons,
     find_lasting_step,
-    find_overtake_step,
 )
 from swiftstudy.scores.variants import (
     ControlMargin,
@@ -86,6 +85,5 @@ __all__ = [
     "draw_resample_counts",
     "find_comparisons",
     "find_lasting_step",
-    "find_overtake_step",
     "normalize_pair_scores",
 ]

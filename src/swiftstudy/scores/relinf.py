@@ -25,8 +25,7 @@ def compute_dot_products(
     Returns:
         ``(N, M)`` float64 tensor on ``left``'s device.
     """
-    if right is None:
-        right = left
+    right = left if right is None else right
     if left.shape[1] != right.shape[1]:
         raise ValueError(f"gradient dimensions differ: {left.shape[1]} vs {right.shape[1]}")
     out = torch.zeros((left.shape[0], right.shape[0]), dtype=torch.float64, device=left.device)

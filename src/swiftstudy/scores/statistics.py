@@ -307,27 +307,14 @@ def find_lasting_step(steps: Sequence[int], holds: Sequence[bool]) -> int | None
     return first
 
 
-def find_overtake_step(
-    steps: Sequence[int], a: Sequence[float | None], b: Sequence[float | None]
-) -> int | None:
-    """The first step after which A > B holds to the last step (a missing value breaks it)."""
-    holds = [x is not None and y is not None and x > y for x, y in zip(a, b, strict=True)]
-    return find_lasting_step(steps, holds)
-
-
-def compute_concentration(
-    values: np.ndarray,
-    *,
-    top_fraction: float = CONCENTRATION_TOP_FRACTION,
-    share: float = CONCENTRATION_SHARE,
-    min_pairs: int = CONCENTRATION_MIN_PAIRS,
-) -> Concentration:
-    """Whether a few pairs drive a metric: the top ``top_fraction`` of pairs by |RelInf| carry
-    more than ``share`` of Σ|RelInf| (checked from ``min_pairs`` pairs)."""
+def compute_concentration(values: np.ndarray) -> Concentration:
+    """Whether a few pairs drive a metric: the top ``CONCENTRATION_TOP_FRACTION`` of pairs by
+    |RelInf| carry more than ``CONCENTRATION_SHARE`` of Σ|RelInf| (checked from
+    ``CONCENTRATION_MIN_PAIRS`` pairs)."""
     values = np.asarray(values, dtype=np.float64).ravel()
     n = values.size
     # The tolerance keeps 0.1 × 30 = 3.0000000000000004 at 3 pairs.
-    n_top = math.ceil(top_fraction * n - 1e-9) if n else 0
+    n_top = math.ceil(CONCENTRATION_TOP_FRACTION * n - 1e-9) if n else 0
     order = np.argsort(-np.abs(values), kind="stable")
     total = float(np.abs(values).sum())
     top_share = float(np.abs(values[order[:n_top]]).sum()) / total if total > 0 else 0.0
@@ -337,7 +324,7 @@ def compute_concentration(
         n_top=n_top,
         top_share=top_share,
         value_without_top=float(rest.mean()) if rest.size else None,
-        concentrated=n >= min_pairs and top_share > share,
+        concentrated=n >= CONCENTRATION_MIN_PAIRS and top_share > CONCENTRATION_SHARE,
     )
 
 
@@ -520,7 +507,7 @@ def _comparison(
     steps, values, replicates = compute_difference_series(a, b, series_a, series_b)
     estimates, summary = _summarize(steps, values, replicates, level)
     # a − b > 0 exactly when a > b (IEEE subtraction keeps the sign; NaN, no value, is neither),
-    # so this is find_overtake_step on the two series.
+    # so metric_above_from is where a overtakes b for good (a missing value breaks the run).
     return Comparison(
         metric=a.name,
         baseline=b.name,

@@ -220,10 +220,9 @@ def combine_checkpoints(
         weights: ``(K,)`` from ``compute_checkpoint_weights`` (0 where a value is NaN).
         level: The interval's coverage.
     """
-    values = np.asarray(values, dtype=np.float64)
     use = np.asarray(weights, dtype=np.float64) > 0
     w = np.asarray(weights, dtype=np.float64)[use]
-    value = float(values[use] @ w)
+    value = float(np.asarray(values, dtype=np.float64)[use] @ w)
     return compute_estimate(value, np.asarray(replicates)[:, use] @ w, level)
 
 
