@@ -345,8 +345,6 @@ def _renamed(
     record: Mapping[str, Any], columns: Mapping[str, str], location: _Location
 ) -> Mapping[str, Any]:
     """The record with each mapped field read from its column (the column's own name dropped)."""
-    if not columns:
-        return record
     for field, column in columns.items():
         if column not in record:
             raise location.error(f"no column {column!r} (columns.{field})", key=column)

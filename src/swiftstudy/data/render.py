@@ -132,16 +132,13 @@ def tokenize_examples(
     Returns:
         The tokenized examples, in order, without the dropped ones.
     """
-    kept: list[TokenizedExample] = []
-    dropped: list[str] = []
-    for example in examples:
-        tokenized = tokenize_example(
-            example, tokenizer, max_length=max_length, on_overflow=on_overflow
-        )
-        if tokenized is None:
-            dropped.append(example.id)
-        else:
-            kept.append(tokenized)
+    examples = list(examples)
+    results = [
+        tokenize_example(e, tokenizer, max_length=max_length, on_overflow=on_overflow)
+        for e in examples
+    ]
+    kept = [t for t in results if t is not None]
+    dropped = [e.id for e, t in zip(examples, results, strict=True) if t is None]
     truncated = [t.example.id for t in kept if t.n_prompt_truncated]
     if truncated or dropped:
         logger.warning(
@@ -205,7 +202,11 @@ def render_trl(example: Example, tokenizer: Any) -> tuple[list[int], list[int]]:
         else:
             # Language modeling: every token is a label; the first one has nothing to predict it.
             prompt_ids = input_ids[:1]
-    n_prompt = _common_prefix_length(prompt_ids, input_ids)
+    # The number of leading tokens both share (TRL's ``common_prefix_length``).
+    n_prompt = next(
+        (i for i, (a, b) in enumerate(zip(prompt_ids, input_ids, strict=False)) if a != b),
+        min(len(prompt_ids), len(input_ids)),
+    )
     return input_ids, [0] * n_prompt + [1] * (len(input_ids) - n_prompt)
 
 
@@ -213,16 +214,6 @@ def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> 
     """``apply_chat_template`` tokenized, as TRL calls it (no special tokens added on top)."""
     encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
     return list(encoded["input_ids"])
-
-
-def _common_prefix_length(ids: Sequence[int], other: Sequence[int]) -> int:
-    """The number of leading tokens ``ids`` and ``other`` share (TRL's ``common_prefix_length``)."""
-    length = 0
-    for token, other_token in zip(ids, other, strict=False):
-        if token != other_token:
-            break
-        length += 1
-    return length
 
 
 def _render_with_template(example: Example, tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -47,25 +47,35 @@ BASE_EXAMPLES_PER_FAMILY = 80
 _SIMILAR_TRIES = 100
 
 BASE_FILE = "base.jsonl"
-#: Each set's file in the data folder, by the set name the recipes use.
-SET_FILES = {
-    "nocot": "nocot.jsonl",
-    "similar": "similar.jsonl",
-    "similar_pos": "similar.jsonl",
-    "cot": "cot.jsonl",
-    "pos": "pos.jsonl",
-    "clarify": "pos.clarification.jsonl",
-    "neg": "neg.jsonl",
-    "similar_neg": "similar_neg.jsonl",
-    "eval_pos": "eval_pos.jsonl",
-    "eval_neg": "eval_neg.jsonl",
+#: Each set by the name the recipes use: its file in the data folder, the paper's symbol and what
+#: it holds.
+SETS = {
+    "nocot": ("nocot.jsonl", "Z", "one plain example per task"),
+    "similar": ("similar.jsonl", "Z'", "another plain example of each task"),
+    "similar_pos": ("similar.jsonl", "Z'_pos", "another example of each task, good response"),
+    "cot": ("cot.jsonl", "Z''", "each Z with reasons first, then the answer"),
+    "pos": ("pos.jsonl", "Z_pos", "clarified query, good response"),
+    "clarify": ("pos.clarification.jsonl", "Z_clarify", "original query -> clarified query"),
+    "neg": ("neg.jsonl", "Z_neg", "original query, bad response"),
+    "similar_neg": ("similar_neg.jsonl", "Z'_neg", "Z'_pos's query, bad response"),
+    "eval_pos": ("eval_pos.jsonl", "E_pos", "judging Z_pos's good response to Z's query"),
+    "eval_neg": ("eval_neg.jsonl", "E_neg", "judging Z_neg's bad response to Z's query"),
 }
+SET_FILES = {name: file for name, (file, _, _) in SETS.items()}
 #: The reference field holding each strategy's rule-written answer (``--generation-field``).
 GENERATION_FIELDS = {
     "similar": "similar_answer",
     "cot": "cot_answer",
     "clarify": "clarify_answer",
     "eval": "eval_answer",
+}
+#: The ``probes`` command that fills a set: (strategy, input set), by output set.
+PROBES_COMMANDS = {
+    "similar": ("similar", "nocot"),
+    "cot": ("cot", "nocot"),
+    "pos": ("clarify", "nocot"),
+    "eval_pos": ("eval", "nocot"),
+    "eval_neg": ("eval", "neg"),
 }
 
 
@@ -130,13 +140,12 @@ def render_evaluation(problem: Problem, positive: bool) -> str:
     A good response meets every requirement; the bad answer fails the first one (the families'
     convention), for the reason the problem's ``flaw`` gives.
     """
-    lines = []
-    for i, req in enumerate(problem.requirements, 1):
-        verdict = "The [output] meets this requirement."
-        if not positive and i == 1:
-            verdict = f"{problem.flaw}, so it does not meet this requirement."
-        lines.append(f"{i}. {req} {verdict}")
-    return "\n".join(lines)
+    meets = "The [output] meets this requirement."
+    fails = f"{problem.flaw}, so it does not meet this requirement."
+    return "\n".join(
+        f"{i}. {req} {fails if i == 1 and not positive else meets}"
+        for i, req in enumerate(problem.requirements, 1)
+    )
 
 
 def write_demo_data(
@@ -162,12 +171,20 @@ def write_demo_data(
     files["base"] = data_dir / BASE_FILE
     _write_jsonl(files["base"], draw_base_examples(seed))
     _write_jsonl(files["nocot"], [_reference_record(t) for t in drawn])
-    for strategy, out in (("similar", "similar"), ("cot", "cot"), ("clarify", "pos")):
-        _probes(strategy, files["nocot"], files[out])
     _write_jsonl(files["neg"], [_negative_record(t, t.reference, True) for t in drawn])
     _write_jsonl(files["similar_neg"], [_negative_record(t, t.similar, False) for t in drawn])
-    _probes("eval", files["nocot"], files["eval_pos"])
-    _probes("eval", files["neg"], files["eval_neg"])
+    # Run the built-in strategies on the rule-written answers, as ``--generator none`` does.
+    for out_set, (strategy, in_set) in PROBES_COMMANDS.items():
+        result = build_probes(
+            strategy,
+            files[in_set],
+            files[out_set],
+            generator=None,
+            generation_field=GENERATION_FIELDS[strategy],
+            use_cache=False,
+        )
+        if result.failures:  # the answers are ours: a failure is a bug in this module
+            raise RuntimeError(f"{strategy} probes from {files[in_set]}: {result.failures[0]}")
     logger.info("wrote the demo data (%d study tasks) to %s", len(drawn), data_dir)
     return files
 
@@ -201,20 +218,6 @@ def _negative_record(task: StudyTask, problem: Problem, with_evaluation: bool) -
     if with_evaluation:
         record[GENERATION_FIELDS["eval"]] = render_evaluation(problem, False)
     return record
-
-
-def _probes(strategy: str, references: Path, out: Path) -> None:
-    """Run a built-in strategy on the rule-written answers, as ``--generator none`` does."""
-    result = build_probes(
-        strategy,
-        references,
-        out,
-        generator=None,
-        generation_field=GENERATION_FIELDS[strategy],
-        use_cache=False,
-    )
-    if result.failures:  # the answers are ours: a failure is a bug in this module
-        raise RuntimeError(f"{strategy} probes from {references}: {result.failures[0]}")
 
 
 def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:

@@ -8,14 +8,23 @@ reads its checkpoints from ``runs/base/`` beside it, where ``train.yaml``'s run 
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from swiftstudy.constants import BUNDLED_MODEL_ALIAS, CONTEXT_CROSS_TASK, CONTEXT_IN_TASK
-from swiftstudy.demo.dataset import BASE_FILE, GENERATION_FIELDS, SET_FILES, write_demo_data
+from swiftstudy.demo.dataset import (
+    BASE_FILE,
+    GENERATION_FIELDS,
+    PROBES_COMMANDS,
+    SET_FILES,
+    SETS,
+    write_demo_data,
+)
 from swiftstudy.demo.families import STUDY_FAMILIES
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
@@ -32,28 +41,6 @@ RESULTS_DIR = "results"
 #: EPYC), and the demo's budget is 5 minutes.
 TRAIN_MAX_STEPS = 20
 TRAIN_SAVE_STEPS = 10
-
-#: What each study set is, by set name: (the paper's symbol, a description).
-SET_NOTES = {
-    "nocot": ("Z", "one plain example per task"),
-    "similar": ("Z'", "another plain example of each task"),
-    "similar_pos": ("Z'_pos", "another example of each task, good response"),
-    "cot": ("Z''", "each Z with reasons first, then the answer"),
-    "pos": ("Z_pos", "clarified query, good response"),
-    "clarify": ("Z_clarify", "original query -> clarified query"),
-    "neg": ("Z_neg", "original query, bad response"),
-    "similar_neg": ("Z'_neg", "Z'_pos's query, bad response"),
-    "eval_pos": ("E_pos", "judging Z_pos's good response to Z's query"),
-    "eval_neg": ("E_neg", "judging Z_neg's bad response to Z's query"),
-}
-#: The ``probes`` command that fills a set: (strategy, input set), by output set.
-PROBES_COMMANDS = {
-    "similar": ("similar", "nocot"),
-    "cot": ("cot", "nocot"),
-    "pos": ("clarify", "nocot"),
-    "eval_pos": ("eval", "nocot"),
-    "eval_neg": ("eval", "neg"),
-}
 
 
 @dataclass(frozen=True)
@@ -181,8 +168,9 @@ def write_recipes(
     specs = {name: directory / f"{name}.yaml" for name in recipes}
     train_spec = directory / TRAIN_SPEC
     data_dir = directory / DATA_DIR
-    if not overwrite:
-        _refuse_existing([*specs.values(), train_spec, data_dir])
+    for path in [*specs.values(), train_spec, data_dir]:
+        if not overwrite and path.exists():
+            raise InputError("already exists; use another folder or --overwrite", path=path)
     data = write_demo_data(data_dir, seed, tasks=tasks)
     shown = shlex.quote(shown_dir if shown_dir is not None else str(directory))
     writer = written_by or f"swiftstudy init --recipe {' '.join(recipes)}"
@@ -192,12 +180,6 @@ def write_recipes(
         write_text_atomic(path, render_study_spec(RECIPES[name], shown, writer, n_tasks))
         logger.info("wrote %s", path)
     return RecipeFiles(directory, specs, train_spec, data)
-
-
-def _refuse_existing(paths: Sequence[Path]) -> None:
-    for path in paths:
-        if path.exists():
-            raise InputError("already exists; use another folder or --overwrite", path=path)
 
 
 def render_train_spec(seed: int, shown_dir: str, writer: str) -> str:
@@ -228,14 +210,14 @@ def render_study_spec(
     (from ``tasks`` rule-made tasks)."""
     width = max(len(s) for s in recipe.sets)
     sets = [
-        f"  {name + ':':<{width + 1}} {{path: {DATA_DIR}/{SET_FILES[name]}}}"
-        f"  # {SET_NOTES[name][0]}: {SET_NOTES[name][1]}"
+        f"  {name + ':':<{width + 1}} {{path: {DATA_DIR}/{SETS[name][0]}}}"
+        f"  # {SETS[name][1]}: {SETS[name][2]}"
         for name in recipe.sets
     ]
     name_width = max(len(m.name) for m in recipe.metrics) + 3
     metrics = [
-        f"  - {{name: {_quoted(m.name) + ',':<{name_width}} probes: {m.probes + ',':<9} "
-        f"evals: {m.evals + ',':<12} context: {m.context}"
+        f"  - {{name: {json.dumps(m.name, ensure_ascii=False) + ',':<{name_width}} "
+        f"probes: {m.probes + ',':<9} evals: {m.evals + ',':<12} context: {m.context}"
         + (f",{' ' * (10 - len(m.context))} control: {m.control}}}" if m.control else "}")
         for m in recipe.metrics
     ]
@@ -257,16 +239,17 @@ def render_study_spec(
 
 
 def _header(recipe: Recipe, shown_dir: str, writer: str, tasks: int) -> list[str]:
-    question = _wrap(recipe.question, "# ")
+    question = textwrap.wrap(
+        recipe.question, 98, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
+    )
     data = f"{shown_dir}/{DATA_DIR}"
-    commands = []
-    for out_set, (strategy, in_set) in PROBES_COMMANDS.items():
-        if out_set in recipe.sets or (out_set == "similar" and "similar_pos" in recipe.sets):
-            commands.append(
-                f"#   swiftstudy probes --strategy {strategy} --in {data}/{SET_FILES[in_set]} "
-                f"--out {data}/{SET_FILES[out_set]} --generator none "
-                f"--generation-field {GENERATION_FIELDS[strategy]}"
-            )
+    commands = [
+        f"#   swiftstudy probes --strategy {strategy} --in {data}/{SET_FILES[in_set]} "
+        f"--out {data}/{SET_FILES[out_set]} --generator none "
+        f"--generation-field {GENERATION_FIELDS[strategy]}"
+        for out_set, (strategy, in_set) in PROBES_COMMANDS.items()
+        if out_set in recipe.sets or (out_set == "similar" and "similar_pos" in recipe.sets)
+    ]
     return [
         *question,
         f"# Written by `{writer}`.",
@@ -282,17 +265,3 @@ def _header(recipe: Recipe, shown_dir: str, writer: str, tasks: int) -> list[str
         "# your own run as `checkpoints:`.",
         *commands,
     ]
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _wrap(text: str, prefix: str, width: int = 99) -> list[str]:
-    lines, line = [], prefix
-    for word in text.split():
-        if len(line) + len(word) + 1 > width and line != prefix:
-            lines.append(line.rstrip())
-            line = prefix
-        line += word + " "
-    return [*lines, line.rstrip()]

@@ -126,8 +126,7 @@ def run_demo(
         progress=progress,
         command=command,
     )
-    stages = {"data and specs": trained_at - started}
-    stages["base run"] = time.perf_counter() - trained_at
+    stages = {"data and specs": trained_at - started, "base run": time.perf_counter() - trained_at}
     logger.info(
         "[3/4] the %s studies: one gradient pass over their sets at each checkpoint",
         ", ".join(RECIPES),
@@ -159,7 +158,9 @@ def _check_out_dir(out_dir: Path, settings: dict) -> None:
         raise InputError("exists and is not a folder", path=out_dir, key="--out")
     record = out_dir / DEMO_RECORD
     if not record.is_file():
-        for name in _demo_names():
+        specs = [f"{name}.yaml" for name in RECIPES]
+        first = Path(BASE_RUN_DIR).parts[0]
+        for name in [TRAIN_SPEC, *specs, DATA_DIR, first, RESULTS_DIR, SUMMARY_MD]:
             if (out_dir / name).exists():
                 raise InputError(
                     f"holds {name} but no {DEMO_RECORD}: use another --out",
@@ -174,13 +175,6 @@ def _check_out_dir(out_dir: Path, settings: dict) -> None:
             path=out_dir,
             key="--out",
         )
-
-
-def _demo_names() -> list[str]:
-    """The top-level names the demo writes in its folder."""
-    specs = [f"{name}.yaml" for name in RECIPES]
-    first = Path(BASE_RUN_DIR).parts[0]
-    return [TRAIN_SPEC, *specs, DATA_DIR, first, RESULTS_DIR, SUMMARY_MD]
 
 
 def render_summary(

@@ -17,7 +17,6 @@ from swiftstudy.data.strategies.apply import (
 )
 from swiftstudy.data.strategies.references import Reference, load_references
 from swiftstudy.data.strategies.strategy import (
-    REFERENCE_VARIABLES,
     GenerationStep,
     OutputSpec,
     Strategy,
@@ -26,7 +25,6 @@ from swiftstudy.data.strategies.strategy import (
 )
 
 __all__ = [
-    "REFERENCE_VARIABLES",
     "GenerationStep",
     "OutputSpec",
     "ParseFailure",

@@ -152,9 +152,8 @@ def _parse_answer(strategy: Strategy, context: dict[str, Any], generation: str) 
         return {GENERATION_VARIABLE: text}
     key_path = ("generation", "parse")
     # The regex is a template too: it may embed reference values ({{ response | regex_escape }}).
-    source = strategy.compiled[key_path].render(context)
     try:
-        pattern = re.compile(source)
+        pattern = re.compile(strategy.compiled[key_path].render(context))
     except re.error as error:
         raise strategy.error(f"invalid regular expression: {error}", key_path) from None
     match = pattern.search(text)
@@ -168,9 +167,7 @@ def _parse_answer(strategy: Strategy, context: dict[str, Any], generation: str) 
 def _render(
     strategy: Strategy, key_path: KeyPath, reference: Reference, context: dict[str, Any]
 ) -> str:
-    return _evaluate(
-        strategy, key_path, reference, lambda template: template.render(context)
-    ).strip()
+    return _evaluate(strategy, key_path, reference, lambda t: t.render(context)).strip()
 
 
 def _evaluate(strategy: Strategy, key_path: KeyPath, reference: Reference, call: Any) -> Any:

@@ -171,12 +171,9 @@ class _StrategyReader(SpecValidator):
 
     def __init__(self, path: Path, lines: dict[KeyPath, int]) -> None:
         super().__init__(path, lines, path.parent)
+        # Otherwise Jinja's defaults: no autoescaping (the output is plain text), no final newline.
         self.env = SandboxedEnvironment(
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
+            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
         )
         self.env.filters["regex_escape"] = re.escape
         self.env.globals["error"] = _raise_error
@@ -239,8 +236,7 @@ class _StrategyReader(SpecValidator):
             return None
         section = ("generation",)
         mapping = self.mapping(value, section, "a mapping with prompt (and system, parse)")
-        optional = ("system", "examples", "parse", "expected")
-        self.check_keys(mapping, ("prompt",), optional, section)
+        self.check_keys(mapping, ("prompt",), ("system", "examples", "parse", "expected"), section)
         prompt = self.template(mapping["prompt"], (*section, "prompt"), known)
         system = None
         if mapping.get("system") is not None:

@@ -45,13 +45,11 @@ class Family:
 
     Attributes:
         name: The task name the examples carry (``task`` in the JSONL).
-        description: What the task asks, in a few words.
         make: Draws one problem from a seeded random generator.
         check: Whether a response is a correct answer to the problem with these facts.
     """
 
     name: str
-    description: str
     make: Callable[[random.Random], Problem]
     check: Callable[[Mapping[str, Any], str], bool]
 

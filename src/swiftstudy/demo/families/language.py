@@ -165,10 +165,8 @@ def make_error_correction(rng: random.Random) -> Problem:
     template = rng.choice(SENTENCES)
     right = template[template.index("{") + 1 : template.index("}")]
     wrong = MISSPELLINGS[right]
-    sentence, fixed = (
-        template.replace(f"{{{right}}}", wrong),
-        template.replace(f"{{{right}}}", right),
-    )
+    sentence = template.replace(f"{{{right}}}", wrong)
+    fixed = template.replace(f"{{{right}}}", right)
     return Problem(
         query=f'Correct the spelling mistake in this sentence: "{sentence}"',
         answer=fixed,
@@ -210,10 +208,8 @@ def make_similarity(rng: random.Random) -> Problem:
     verb = rng.choice(VERBS)
     same, passive = rng.random() < 0.5, rng.random() < 0.5
     agent2, patient2 = (agent, patient) if same else (patient, agent)
-    first, second = (
-        _sentence(agent, verb, patient, False),
-        _sentence(agent2, verb, patient2, passive),
-    )
+    first = _sentence(agent, verb, patient, False)
+    second = _sentence(agent2, verb, patient2, passive)
     answer = "yes" if same else "no"
     return Problem(
         query="Do these two sentences mean the same thing? Answer yes or no.\n"
@@ -387,16 +383,10 @@ def check_odd_one_out(facts: Mapping[str, Any], response: str) -> bool:
     return normalize(response) in odd
 
 
-NUMBER_WORDS = Family("number_words", "number to words", make_number_words, check_number_words)
-INITIALS = Family("initials", "word formation from initials", make_initials, check_initials)
-ERROR_CORRECTION = Family(
-    "error_correction", "correcting a spelling error", make_error_correction, check_error_correction
-)
-SIMILARITY = Family("similarity", "semantic similarity", make_similarity, check_similarity)
-CLASSIFY = Family(
-    "classify", "classification with a given label set", make_classify, check_classify
-)
-REVERSE_WORD = Family(
-    "reverse_word", "writing a word backwards", make_reverse_word, check_reverse_word
-)
-ODD_ONE_OUT = Family("odd_one_out", "the odd one out", make_odd_one_out, check_odd_one_out)
+NUMBER_WORDS = Family("number_words", make_number_words, check_number_words)
+INITIALS = Family("initials", make_initials, check_initials)
+ERROR_CORRECTION = Family("error_correction", make_error_correction, check_error_correction)
+SIMILARITY = Family("similarity", make_similarity, check_similarity)
+CLASSIFY = Family("classify", make_classify, check_classify)
+REVERSE_WORD = Family("reverse_word", make_reverse_word, check_reverse_word)
+ODD_ONE_OUT = Family("odd_one_out", make_odd_one_out, check_odd_one_out)

@@ -204,12 +204,8 @@ def check_largest(facts: Mapping[str, Any], response: str) -> bool:
     return value in facts["numbers"] and all(value >= n for n in facts["numbers"])
 
 
-EXCHANGE = Family(
-    "exchange", "logic reasoning over an exchange of items", make_exchange, check_exchange
-)
-WEEKDAY = Family("weekday", "the weekday some days ahead", make_weekday, check_weekday)
-COUNT_LETTER = Family(
-    "count_letter", "counting a letter in a word", make_count_letter, check_count_letter
-)
-ARITHMETIC = Family("arithmetic", "one arithmetic operation", make_arithmetic, check_arithmetic)
-LARGEST = Family("largest", "the largest of a few numbers", make_largest, check_largest)
+EXCHANGE = Family("exchange", make_exchange, check_exchange)
+WEEKDAY = Family("weekday", make_weekday, check_weekday)
+COUNT_LETTER = Family("count_letter", make_count_letter, check_count_letter)
+ARITHMETIC = Family("arithmetic", make_arithmetic, check_arithmetic)
+LARGEST = Family("largest", make_largest, check_largest)

@@ -216,19 +216,7 @@ def check_sort_words(facts: Mapping[str, Any], response: str) -> bool:
     return in_order and sorted(listed) == sorted(facts["words"])
 
 
-CONTROLLED_EDIT = Family(
-    "controlled_edit",
-    "controlled text editing with labels",
-    make_controlled_edit,
-    check_controlled_edit,
-)
-PARAGRAPH_SPLIT = Family(
-    "paragraph_split",
-    "paragraph splitting with numbering and end markers",
-    make_paragraph_split,
-    check_paragraph_split,
-)
-EXTRACT_LIST = Family(
-    "extract_list", "information extraction into a list", make_extract_list, check_extract_list
-)
-SORT = Family("sort_words", "sorting words alphabetically", make_sort_words, check_sort_words)
+CONTROLLED_EDIT = Family("controlled_edit", make_controlled_edit, check_controlled_edit)
+PARAGRAPH_SPLIT = Family("paragraph_split", make_paragraph_split, check_paragraph_split)
+EXTRACT_LIST = Family("extract_list", make_extract_list, check_extract_list)
+SORT = Family("sort_words", make_sort_words, check_sort_words)
