@@ -14,15 +14,12 @@ The public API, for notebooks and scripts (the ``swiftstudy`` command calls the 
     callback = swiftstudy.SwiftStudyCallback("study.yaml", "results/live")  # Trainer(callbacks=)
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from swiftstudy.lazy import lazy_exports
+from swiftstudy.provenance import package_version
 
-try:
-    __version__ = version("swiftstudy")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+__version__ = package_version()
 
 #: Each public name and the module it comes from. They are imported on first use, so that
 #: ``import swiftstudy.scores`` (or ``swiftstudy.data``) loads no transformers, peft or matplotlib.

@@ -109,7 +109,6 @@ DEFAULT_SEED = 42
 SCHEDULE_MIXED = "mixed"
 SCHEDULE_SEQUENTIAL = "sequential"
 SCHEDULES = (SCHEDULE_MIXED, SCHEDULE_SEQUENTIAL)
-DEFAULT_TRAIN_DEVICE = "auto"
 #: ``device:`` of a train spec: the Trainer places each process itself (``LOCAL_RANK`` under
 #: torchrun), so a fixed ``cuda:N`` makes no sense there.
 TRAIN_DEVICES = ("auto", "cpu", "cuda")

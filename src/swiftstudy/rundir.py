@@ -18,11 +18,6 @@ from swiftstudy.errors import InputError
 from swiftstudy.fileio import sha256_hex, write_text_atomic
 from swiftstudy.provenance import describe_provenance
 
-#: The key of the input hashes in a saved config: ``{path: SHA-256 or None}``.
-INPUT_SHA256 = "input_sha256"
-#: A saved config's top-level keys ending so hold input hashes; a change is named by the rest.
-_HASH_SUFFIX = "_sha256"
-
 
 def check_folder(folder: Path) -> None:
     """Refuse an ``--out`` that exists and is not a folder."""
@@ -95,7 +90,7 @@ def differing_keys(
         if key == "spec":
             differing += _differing_spec_keys(saved.get("spec"), value, ignore)
         elif saved.get(key) != value:
-            name = key.removesuffix(_HASH_SUFFIX)
+            name = key.removesuffix("_sha256")
             differing.append(f"the contents of {name}" if name != key else key)
     return differing
 
@@ -146,7 +141,7 @@ def save_run_config(
     """
     provenance = describe_provenance(command)
     if inputs is not None:
-        provenance[INPUT_SHA256] = dict(inputs)
+        provenance["input_sha256"] = dict(inputs)
     written = {**config, "provenance": provenance} if nested else {**config, **provenance}
     write_text_atomic(path, dump_yaml(written))
     return written

@@ -4,7 +4,7 @@
 missing required keys, then each key's check in field order, then the class's ``_validate`` hook
 for rules across keys. :func:`load_spec` reads a YAML file with its line numbers and applies
 ``key=value`` overrides first, so every error names the file, the line and the dotted key, and
-says when the value was set by an override. :func:`spec_to_dict` is the resolved spec as plain
+says when the value was set by an override. :meth:`Spec.to_dict` is the resolved spec as plain
 YAML-ready data (saved with every result); :func:`describe_spec` lists every key with its
 default and doc (``swiftstudy <command> --print-config``).
 """
@@ -40,8 +40,18 @@ class Spec:
     unsupported_keys: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as plain YAML-ready data with absolute path strings (see ``spec_to_dict``)."""
-        return spec_to_dict(self)
+        """The spec as plain YAML-ready data: every key (but those at an omitted default), in order.
+
+        Paths become absolute path strings, tuples lists and nested specs their own dicts; an
+        option's ``dump`` says otherwise. ``from_dict(cls, spec.to_dict(), ...)`` gives back an
+        equal spec.
+        """
+        data: dict[str, Any] = {}
+        for key, f, o in spec_options(type(self)):
+            value = getattr(self, f.name)
+            if not (o.omit_default and value == f.default):
+                data[key] = plain(value) if o.dump is None else o.dump(value)
+        return data
 
 
 @functools.cache
@@ -183,21 +193,6 @@ def load_spec(cls: type[S], path: str | Path, overrides: Sequence[str] = ()) -> 
     """
     data, lines, path = load_spec_data(path, overrides)
     return from_dict(cls, data, base_dir=path.parent, source=path, lines=lines)
-
-
-def spec_to_dict(spec: Any) -> dict[str, Any]:
-    """A spec as plain YAML-ready data: every key (but those at an omitted default), in order.
-
-    Paths become absolute path strings, tuples lists and nested specs their own dicts; an
-    option's ``dump`` says otherwise. ``from_dict(cls, spec_to_dict(spec), ...)`` gives back an
-    equal spec.
-    """
-    data: dict[str, Any] = {}
-    for key, f, o in spec_options(type(spec)):
-        value = getattr(spec, f.name)
-        if not (o.omit_default and value == f.default):
-            data[key] = plain(value) if o.dump is None else o.dump(value)
-    return data
 
 
 def plain(value: Any) -> Any:

@@ -209,7 +209,9 @@ class _Decoder:
     def __init__(self, lm: torch.nn.Module, pad_id: int) -> None:
         self.lm = lm
         self.pad_id = pad_id
-        self.cache_keyword = _cache_keyword(lm)
+        # The forward's cache argument: ``cache`` in newer transformers, ``past_key_values`` before.
+        parameters = inspect.signature(lm.forward).parameters
+        self.cache_keyword = "cache" if "cache" in parameters else "past_key_values"
         self.device = next(lm.parameters()).device
         self.shared = 0
         self._shared_states: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -337,9 +339,3 @@ def _new_cache(lm: torch.nn.Module) -> Any:
         return DynamicCache(config=lm.config)
     except TypeError:  # transformers before the config argument
         return DynamicCache()
-
-
-def _cache_keyword(lm: torch.nn.Module) -> str:
-    """The forward's cache argument: ``cache`` in newer transformers, ``past_key_values`` before."""
-    parameters = inspect.signature(lm.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"

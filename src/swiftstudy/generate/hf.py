@@ -91,11 +91,10 @@ class HFGenerator(Generator):
         encoded = tokenizer(
             texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
         ).to(model.device)
-        stop_ids = stop_token_ids(model, tokenizer)
         config = GenerationConfig(
             max_new_tokens=self.config.max_new_tokens,
             do_sample=False,
-            eos_token_id=stop_ids,
+            eos_token_id=stop_token_ids(model, tokenizer),
             pad_token_id=tokenizer.pad_token_id,
         )
         threads = torch.get_num_threads()

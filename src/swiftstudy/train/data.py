@@ -1,4 +1,4 @@
-"""Training data: tokenized examples as a dataset, their collator, the epoch order and batch sizes.
+"""Training data: the collator of tokenized examples, the epoch order and batch sizes.
 
 The examples are rendered and masked by ``swiftstudy.data`` and padded by
 ``swiftstudy.gradients.collate``, the same code the study uses, so the model is trained on exactly
@@ -13,29 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 
 from swiftstudy.constants import SCHEDULE_MIXED, SCHEDULE_SEQUENTIAL
 from swiftstudy.data import TokenizedExample
 from swiftstudy.gradients import collate
-
-
-class TokenizedDataset(Dataset):
-    """The training examples of every data source, concatenated in source order.
-
-    Args:
-        sources: The tokenized examples of each data source, in spec order.
-    """
-
-    def __init__(self, sources: Sequence[Sequence[TokenizedExample]]) -> None:
-        self.examples = [example for source in sources for example in source]
-        self.source_sizes = tuple(len(source) for source in sources)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> TokenizedExample:
-        return self.examples[index]
 
 
 class CompletionCollator:

@@ -63,7 +63,7 @@ def check_out_dir(
         )
     if resume and newest is None:
         logger.info("%s has no complete checkpoint yet: starting afresh", out_dir)
-    return newest if resume else None
+    return newest
 
 
 def _newest_checkpoint(out_dir: Path) -> Path | None:

@@ -46,12 +46,7 @@ from swiftstudy.model import (
     resolve_device,
 )
 from swiftstudy.rundir import hash_input, save_run_config
-from swiftstudy.train.data import (
-    CompletionCollator,
-    EpochSampler,
-    TokenizedDataset,
-    choose_micro_batch_size,
-)
+from swiftstudy.train.data import CompletionCollator, EpochSampler, choose_micro_batch_size
 from swiftstudy.train.outputs import check_out_dir, is_finished, prepare_out_dir, read_trainer_state
 from swiftstudy.train.spec import TrainSpec, load_train_spec
 from swiftstudy.train.trainer import (
@@ -147,7 +142,8 @@ def run_training(
         for exs in examples
     ]
     _check_not_empty(spec, tokenized)
-    dataset = TokenizedDataset(tokenized)
+    # Every source's examples in spec order; the sampler knows where each source starts.
+    dataset = [example for toks in tokenized for example in toks]
     plan = _plan_batches(spec, dataset, device)
     set_seed(spec.seed)
     model = _prepare_model(model, spec, init)
@@ -160,7 +156,7 @@ def run_training(
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[ProgressCallback(enabled=progress)],
-        sampler=EpochSampler(dataset.source_sizes, spec.schedule, spec.seed),
+        sampler=EpochSampler([len(toks) for toks in tokenized], spec.schedule, spec.seed),
         warmup_steps=spec.warmup_steps,
         min_lr=spec.min_lr,
     )
@@ -233,7 +229,7 @@ def _check_not_empty(spec: TrainSpec, tokenized: list[list[TokenizedExample]]) -
             )
 
 
-def _plan_batches(spec: TrainSpec, dataset: TokenizedDataset, device: str) -> _BatchPlan:
+def _plan_batches(spec: TrainSpec, examples: list[TokenizedExample], device: str) -> _BatchPlan:
     """Split ``batch_size`` over processes, micro-batches and gradient accumulation."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if spec.batch_size % world_size:
@@ -245,7 +241,7 @@ def _plan_batches(spec: TrainSpec, dataset: TokenizedDataset, device: str) -> _B
     per_device = spec.batch_size // world_size
     micro = spec.micro_batch_size
     if micro is None:
-        longest = max(len(t.input_ids) for t in dataset.examples)
+        longest = max(len(t.input_ids) for t in examples)
         micro = choose_micro_batch_size(
             per_device, longest, default_batch_tokens(device), MAX_AUTO_MICRO_BATCH_SIZE
         )

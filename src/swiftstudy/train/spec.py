@@ -41,9 +41,10 @@ from swiftstudy.config.fields import (
     trust_remote_code,
 )
 from swiftstudy.config.reader import SpecValidator, describe_value
-from swiftstudy.config.spec import Spec, from_dict, load_spec, nested, spec_to_dict
+from swiftstudy.config.spec import Spec, from_dict, load_spec, nested
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
+    DEFAULT_DEVICE,
     DEFAULT_EPOCHS,
     DEFAULT_LORA_ALPHA,
     DEFAULT_LORA_DROPOUT,
@@ -53,7 +54,6 @@ from swiftstudy.constants import (
     DEFAULT_SAVE_STEPS,
     DEFAULT_SEED,
     DEFAULT_TRAIN_BATCH_SIZE,
-    DEFAULT_TRAIN_DEVICE,
     DEFAULT_TRAIN_LR,
     DEFAULT_TRAIN_MIN_LR,
     DEFAULT_WARMUP_STEPS,
@@ -179,9 +179,7 @@ class TrainSpec(Spec):
         SCHEDULE_MIXED, "mixed, or sequential: sources in order.", choices=SCHEDULES
     )
     full_finetune: bool = option(False, "Train every weight instead of a LoRA adapter.")
-    device: str = option(
-        DEFAULT_TRAIN_DEVICE, "auto (a GPU if any), cpu or cuda.", choices=TRAIN_DEVICES
-    )
+    device: str = option(DEFAULT_DEVICE, "auto (a GPU if any), cpu or cuda.", choices=TRAIN_DEVICES)
     report_to: str = option(
         REPORT_TO_NONE,
         "none only: the losses go to the log and each checkpoint's trainer_state.json.",
@@ -192,7 +190,7 @@ class TrainSpec(Spec):
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain YAML-ready data; ``lora`` is None for a full fine-tune."""
-        data = spec_to_dict(self)
+        data = super().to_dict()
         if self.full_finetune:
             data["lora"] = None
         return data
