@@ -258,6 +258,7 @@ def compute_agreement(
         if score is None or score.value is None:
             reason = match.reason or f"metric {match.metric!r} has no value"
             unmatched.append(StrategyMatch(match.run, None, reason))
+            logger.warning("agreement: run %r left out: %s", match.run, reason)
             continue
         row = rows[match.run]
         strategies.append(
@@ -282,8 +283,6 @@ def compute_agreement(
                 ),
             )
         )
-    for match in unmatched:
-        logger.warning("agreement: run %r left out: %s", match.run, match.reason)
     # Every row has accuracy (NLL) when the baseline's has: a validation grades all or none.
     gains = [s.gain for s in strategies if s.gain is not None]
     falls = [-s.delta_nll for s in strategies if s.delta_nll is not None]

@@ -70,11 +70,8 @@ def _label(reader: SpecValidator, label: Any, key_path: KeyPath) -> str:
     return reader.string(str(label) if isinstance(label, int) else label, key_path)
 
 
-_LABELS = listed(_label, "labels", least=2)
-
-
 def _labels(reader: SpecValidator, value: Any, key_path: KeyPath) -> tuple[str, ...]:
-    labels = _LABELS(reader, value, key_path)
+    labels = listed(_label, "labels", least=2)(reader, value, key_path)
     if len(set(labels)) != len(labels):
         raise reader.error("labels repeat", key_path)
     return labels

@@ -121,9 +121,7 @@ class RegexEvaluator(PointwiseEvaluator):
     def extract(self, text: str) -> str | None:
         """The last match of the pattern (its first group when it has groups), or ``None``."""
         matches = list(self.pattern.finditer(text))
-        if not matches:
-            return None
-        return matches[-1].group(1) if self.pattern.groups else matches[-1].group(0)
+        return matches[-1].group(1 if self.pattern.groups else 0) if matches else None
 
     def grade(self, answer: str, query: EvalQuery) -> Grade:
         got = self.extract(answer)
@@ -158,23 +156,18 @@ class ChoiceEvaluator(PointwiseEvaluator):
             raise ValueError("the choice evaluator needs labels")
         self.labels = tuple(labels)
         self.case_sensitive = case_sensitive
-        # Longer labels first, so "very positive" is found before "positive" at the same place.
-        ordered = sorted(self.labels, key=len, reverse=True)
+        # Longer labels first, so "very positive" is found before "positive" at the same place;
+        # each label is a group of its own, so a match says which label it is.
+        self._ordered = sorted(self.labels, key=len, reverse=True)
         flags = 0 if case_sensitive else re.IGNORECASE
         self._pattern = re.compile(
-            "|".join(f"(?<!\\w){re.escape(label)}(?!\\w)" for label in ordered), flags
+            "|".join(f"(?<!\\w)({re.escape(label)})(?!\\w)" for label in self._ordered), flags
         )
 
     def find_label(self, text: str) -> str | None:
         """The label mentioned last in ``text``, or ``None``."""
         matches = list(self._pattern.finditer(unicodedata.normalize("NFKC", text)))
-        if not matches:
-            return None
-        found = matches[-1].group(0)
-        for label in self.labels:
-            if label == found or (not self.case_sensitive and label.casefold() == found.casefold()):
-                return label
-        return None  # unreachable: every match is one of the labels
+        return self._ordered[matches[-1].lastindex - 1] if matches else None
 
     def check(self, queries: Sequence[EvalQuery]) -> None:
         for query in queries:
@@ -202,9 +195,7 @@ class CallableEvaluator(PointwiseEvaluator):
 
     def grade(self, answer: str, query: EvalQuery) -> Grade:
         verdict = self.function(answer, query.golden)
-        if isinstance(verdict, bool):
-            return Grade(verdict)
-        if isinstance(verdict, (int, float)) and verdict in (0, 1):
+        if isinstance(verdict, (int, float)) and verdict in (0, 1):  # bool is an int
             return Grade(bool(verdict))
         raise InputError(
             f"{self.name} returned {verdict!r} for query {query.example.id!r}: expected a bool, "

@@ -34,13 +34,12 @@ def plot_accuracy(rows: Sequence[AccuracyRow], *, baseline: str) -> Figure:
     for x, row in zip(xs, rows, strict=True):
         assert row.accuracy is not None and row.ci_low is not None and row.ci_high is not None
         significant = row.p_value is not None and row.p_value < SIGNIFICANCE_LEVEL
-        colour = _ORANGE if significant else _BLUE
         ax.errorbar(
             [x],
             [100 * row.accuracy],
             yerr=[[100 * (row.accuracy - row.ci_low)], [100 * (row.ci_high - row.accuracy)]],
             fmt="o",
-            color=colour,
+            color=_ORANGE if significant else _BLUE,
             capsize=4,
         )
         if row.run == baseline:
@@ -55,28 +54,6 @@ def plot_accuracy(rows: Sequence[AccuracyRow], *, baseline: str) -> Figure:
     return fig
 
 
-def plot_swift_vs_gain(agreement: Agreement) -> Figure:
-    """Each strategy's swift score (x) against its measured accuracy gain (y)."""
-    return _plot_swift_against(
-        agreement,
-        [100 * (s.gain or 0.0) for s in agreement.strategies],
-        [s.sign_agrees for s in agreement.strategies],
-        f"accuracy gain over {agreement.baseline} (points)",
-        (agreement.spearman, agreement.sign_agreements),
-    )
-
-
-def plot_swift_vs_nll(agreement: Agreement) -> Figure:
-    """Each strategy's swift score (x) against the fall of the reference responses' NLL (y)."""
-    return _plot_swift_against(
-        agreement,
-        [-(s.delta_nll or 0.0) for s in agreement.strategies],
-        [s.sign_agrees_nll for s in agreement.strategies],
-        f"−ΔNLL against {agreement.baseline} (nats per query)",
-        (agreement.spearman_nll, agreement.sign_agreements_nll),
-    )
-
-
 def _plot_swift_against(
     agreement: Agreement,
     ys: Sequence[float],
@@ -84,13 +61,13 @@ def _plot_swift_against(
     ylabel: str,
     summary: tuple[float | None, int | None],
 ) -> Figure:
+    """Each strategy's swift score (x) against its measured change (y), agreeing signs in blue."""
     fig = Figure(figsize=(6.0, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     strategies = agreement.strategies
     for s, y, agree in zip(strategies, ys, agrees, strict=True):
-        colour = _BLUE if agree else _ORANGE
-        ax.scatter([s.swift_score], [y], color=colour, zorder=3)
+        ax.scatter([s.swift_score], [y], color=_BLUE if agree else _ORANGE, zorder=3)
         ax.annotate(s.run, (s.swift_score, y), textcoords="offset points", xytext=(5, 4))
     ax.axhline(0, color=_GREY, linewidth=0.8)
     ax.axvline(0, color=_GREY, linewidth=0.8)
@@ -119,9 +96,21 @@ def save_validation_figures(
         SWIFT_VS_NLL_FIGURE: None,
     }
     if agreement is not None and agreement.sign_agreements is not None:
-        figures[SWIFT_VS_GAIN_FIGURE] = plot_swift_vs_gain(agreement)
+        figures[SWIFT_VS_GAIN_FIGURE] = _plot_swift_against(
+            agreement,
+            [100 * (s.gain or 0.0) for s in agreement.strategies],
+            [s.sign_agrees for s in agreement.strategies],
+            f"accuracy gain over {agreement.baseline} (points)",
+            (agreement.spearman, agreement.sign_agreements),
+        )
     if agreement is not None and agreement.sign_agreements_nll is not None:
-        figures[SWIFT_VS_NLL_FIGURE] = plot_swift_vs_nll(agreement)
+        figures[SWIFT_VS_NLL_FIGURE] = _plot_swift_against(
+            agreement,
+            [-(s.delta_nll or 0.0) for s in agreement.strategies],
+            [s.sign_agrees_nll for s in agreement.strategies],
+            f"−ΔNLL against {agreement.baseline} (nats per query)",
+            (agreement.spearman_nll, agreement.sign_agreements_nll),
+        )
     written: list[Path] = []
     for name, figure in figures.items():
         if figure is not None:

@@ -120,11 +120,6 @@ class CheckpointGenerator(Generator):
         self.stats = DecodingStats()
 
     @property
-    def tokens_per_second(self) -> float:
-        """Generated tokens per second of decoding so far (0 before any)."""
-        return self.stats.tokens_per_second
-
-    @property
     def settings(self) -> dict[str, Any]:
         return answers_key(EVAL_BACKEND_HF, self.states.settings, self.fingerprint)
 

@@ -88,11 +88,10 @@ def load_eval_queries(
         InputError: The file is not a valid example file, or a ``checkpoints`` field is not a
             string or a list of strings.
     """
-    queries = [
+    return [
         EvalQuery(e, _checkpoints(e.record.get(_CHECKPOINTS_FIELD), e.origin))
         for e in load_examples(path, split=split)
-    ]
-    return queries if limit is None else queries[:limit]
+    ][:limit]
 
 
 def _checkpoints(value: Any, origin: str) -> tuple[str, ...]:

@@ -83,19 +83,14 @@ class JudgeEvaluator(Evaluator):
             raise ValueError(f"{len(queries)} queries but {len(answers)} answers")
         prompts = [render_judge_prompt(q, a) for q, a in zip(queries, answers, strict=True)]
         replies = self.generator.generate(prompts)
-        grades = []
-        unreadable = 0
-        for reply in replies:
-            verdict = parse_verdict(reply)
-            unreadable += verdict is None
-            grades.append(Grade(bool(verdict), reply.strip()))
-        if unreadable:
+        verdicts = [parse_verdict(reply) for reply in replies]
+        if unreadable := verdicts.count(None):
             logger.warning(
                 "the judge gave %d of %d replies without a lone 0 or 1: graded 0",
                 unreadable,
                 len(replies),
             )
-        return grades
+        return [Grade(bool(v), reply.strip()) for v, reply in zip(verdicts, replies, strict=True)]
 
 
 def build_judge_generator(spec: JudgeSpec) -> CachedGenerator:

@@ -78,7 +78,7 @@ def compute_completion_nlls(
     budget = default_batch_tokens(device) if max_tokens is None else max_tokens
     sequences = [(t.input_ids, t.completion_mask) for t in tokenized]
     lengths = [len(ids) for ids, _ in sequences]
-    results: list[QueryNll | None] = [None] * len(tokenized)
+    results: dict[int, QueryNll] = {}
     with torch.no_grad():
         for indices in plan_batches(lengths, max_examples=max_examples, max_tokens=budget):
             batch = collate(sequences, indices, pad_id=pad_id, device=device)
@@ -87,8 +87,7 @@ def compute_completion_nlls(
             )
             for index, loss in zip(indices, losses.double().tolist(), strict=True):
                 results[index] = QueryNll(loss, tokenized[index].n_completion_tokens)
-    assert all(r is not None for r in results)  # plan_batches covers every index once
-    return results  # type: ignore[return-value]
+    return [results[index] for index in range(len(tokenized))]  # plan_batches covers each once
 
 
 class NllCache:
@@ -120,7 +119,6 @@ class NllCache:
             "settings": settings,
             "queries": {key: [e.nll, e.n_tokens] for key, e in sorted(entries.items())},
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self._path(settings), json.dumps(payload, indent=0) + "\n")
 
     def _path(self, settings: dict[str, Any]) -> Path:

@@ -5,12 +5,12 @@ Other tools read these files: the names and columns are part of the interface.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 
 from swiftstudy.constants import MAX_TABLE_TASKS, SIGNIFICANCE_LEVEL
+from swiftstudy.report.results import render_csv
 from swiftstudy.validate.agreement import Agreement
 from swiftstudy.validate.results import ACCURACY_COLUMNS, AccuracyRow, PredictionRow
 
@@ -19,20 +19,12 @@ _DASH = "–"
 
 def render_accuracy_csv(rows: Sequence[AccuracyRow]) -> str:
     """The text of ``accuracy.csv``; floats with full precision, an empty cell for no value."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(ACCURACY_COLUMNS)
-    for row in rows:
-        values = [getattr(row, column) for column in ACCURACY_COLUMNS]
-        writer.writerow(
-            ["" if v is None else repr(v) if isinstance(v, float) else v for v in values]
-        )
-    return buffer.getvalue()
+    return render_csv(ACCURACY_COLUMNS, ([getattr(r, c) for c in ACCURACY_COLUMNS] for r in rows))
 
 
 def render_predictions_jsonl(rows: Sequence[PredictionRow]) -> str:
     """The text of ``predictions.jsonl``: one JSON object a line."""
-    return "".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n" for row in rows)
+    return "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows)
 
 
 def render_agreement_json(agreement: Agreement) -> str:

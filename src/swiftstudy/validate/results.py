@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from swiftstudy.report.results import column_names
 from swiftstudy.validate.grading import EvalQuery, Grade
@@ -83,9 +83,6 @@ class PredictionRow:
     answer: str
     correct: int
     extracted: str | None
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def compute_accuracy_rows(

@@ -250,23 +250,19 @@ def _runs(reader: SpecValidator, items: Any, key_path: KeyPath) -> tuple[RunSpec
     runs = tuple(_run(reader, entry, defaults, names) for entry in entries)
     _check_cycles(reader, runs, entries)
     if reader.lookup("eval").backend == EVAL_BACKEND_VLLM:
-        _refuse_full_finetunes(reader, runs, entries, defaults)
+        _refuse_full_finetunes(reader, runs, entries)
     return runs
 
 
 def _refuse_full_finetunes(
-    reader: SpecValidator, runs: tuple[RunSpec, ...], entries: list[Entry], defaults: dict
+    reader: SpecValidator, runs: tuple[RunSpec, ...], entries: list[Entry]
 ) -> None:
     """vLLM serves LoRA adapters: a run that fine-tunes every weight is refused before training."""
     for run, (_, own, key_path) in zip(runs, entries, strict=True):
         if run.train is None or not run.train.full_finetune:
             continue
-        if "full_finetune" in own:
-            at = (*key_path, "full_finetune")
-        elif "full_finetune" in defaults:
-            at = ("train", "full_finetune")
-        else:
-            at = key_path
+        # train.full_finetune is only true where it is written: in the run, or in the defaults.
+        at = (*key_path, "full_finetune") if "full_finetune" in own else ("train", "full_finetune")
         raise reader.error(
             "eval.backend vllm decodes LoRA adapters, not full fine-tunes: use backend: hf", at
         )
@@ -378,17 +374,15 @@ def _holds(data: Any, key_path: KeyPath) -> bool:
 def _check_cycles(reader: SpecValidator, runs: tuple[RunSpec, ...], entries: list[Entry]) -> None:
     parents = {run.name: run.init_run for run in runs}
     for run, (_, _, key_path) in zip(runs, entries, strict=True):
-        chain, current = [run.name], run.init_run
-        while current is not None:
+        chain = [run.name]
+        # A chain back to the run is at most len(runs) long; one into another cycle never ends.
+        while (current := parents[chain[-1]]) is not None and len(chain) <= len(runs):
             chain.append(current)
             if current == run.name:
                 raise reader.error(
                     f"runs continue from each other in a cycle: {' → '.join(chain)}",
                     (*key_path, "init_from"),
                 )
-            current = parents[current]
-            if len(chain) > len(runs) + 1:
-                break
 
 
 def _deep_merge(base: dict[Any, Any], own: dict[Any, Any]) -> dict[Any, Any]:

@@ -75,12 +75,7 @@ def compute_mcnemar_p_value(b: int, c: int) -> float:
     if b < 0 or c < 0:
         raise ValueError(f"counts must be non-negative, got b={b}, c={c}")
     n = b + c
-    if n == 0:
-        return 1.0
-    term = tail = 1  # C(n, 0); each next term from the last: C(n, k+1) = C(n, k)(n-k)/(k+1)
-    for k in range(min(b, c)):
-        term = term * (n - k) // (k + 1)
-        tail += term
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
     return float(min(Fraction(1), Fraction(2 * tail, 2**n)))
 
 

@@ -46,9 +46,6 @@ class VLLMDecoder:
         if self._engine is None:
             config = self.states.settings
             model, tokenizer = self.states.base()
-            options = {"revision": config.revision} if config.revision else {}
-            if config.trust_remote_code:
-                options["trust_remote_code"] = True
             self._engine = VLLMEngine(
                 model_folder(config.model, options=LoadOptions.of(config)),
                 tokenizer,
@@ -56,7 +53,8 @@ class VLLMDecoder:
                 dtype=config.dtype,
                 max_lora_rank=self.max_lora_rank,
                 device=config.device,
-                engine_options=options,
+                # vLLM takes revision and trust_remote_code; attn_implementation is transformers'.
+                engine_options=LoadOptions(config.revision, config.trust_remote_code).given(),
             )
         return self._engine
 
