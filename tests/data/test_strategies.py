@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from swiftstudy.data import Message
+from swiftstudy.data import Message, load_examples
 from swiftstudy.data.strategies import (
     ParseFailure,
     build_context,
     builtin_strategy_path,
-    load_references,
     load_strategy,
     render_generation_prompt,
     render_probes,
@@ -28,7 +27,7 @@ COT_SUFFIX = (
 def _references(tmp_path: Path, *records: dict) -> list:
     path = tmp_path / "refs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return load_references(path)
+    return load_examples(path)
 
 
 def _apply(strategy, reference, answer):

@@ -19,7 +19,6 @@ from swiftstudy.cli.main import main
 from swiftstudy.data import load_examples
 from swiftstudy.data.strategies import (
     build_context,
-    load_references,
     load_strategy,
     render_generation_prompt,
 )
@@ -97,7 +96,7 @@ def hf_cache(tmp_path_factory) -> Path:
     One batch of 10 shares the decoding steps that five calls of 2 would each pay for.
     """
     root = tmp_path_factory.mktemp("hf")
-    refs = load_references(_write_references(root / "refs.jsonl", HF_REFERENCES))
+    refs = load_examples(_write_references(root / "refs.jsonl", HF_REFERENCES))
     prompts = []
     for name in OUTPUT_KINDS:
         strategy = load_strategy(_strategy(name, root))

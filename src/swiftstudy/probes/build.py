@@ -21,14 +21,12 @@ from tqdm.auto import tqdm
 
 from swiftstudy.config.reader import absolute_path
 from swiftstudy.constants import DEFAULT_GENERATION_FIELD, PROBES_CONFIG_SUFFIX
-from swiftstudy.data.examples import Message
+from swiftstudy.data.examples import Example, Message, load_examples
 from swiftstudy.data.strategies import (
     ParseFailure,
     Probe,
-    Reference,
     Strategy,
     build_context,
-    load_references,
     load_strategy,
     render_generation_prompt,
     render_probes,
@@ -148,7 +146,7 @@ def build_probes(
         strategy = load_strategy(strategy)
     if limit is not None and limit < 1:
         raise InputError(f"must be at least 1, got {limit}", key="limit")
-    refs = load_references(references, split=split)[:limit]
+    refs = load_examples(references, split=split)[:limit]
     for path in output_paths(out, strategy).values():
         if absolute_path(path) == absolute_path(Path(references)):
             raise InputError("is also the input: choose another output file", path=path, key="out")
@@ -188,7 +186,7 @@ def build_probes(
 
 def _render_all(
     strategy: Strategy,
-    refs: list[Reference],
+    refs: list[Example],
     contexts: list[dict[str, Any]],
     answers: list[str | None],
 ) -> tuple[list[Probe], list[ProbeFailure]]:
@@ -200,8 +198,8 @@ def _render_all(
             probes.extend(render_probes(strategy, ref, context, answer))
         except ParseFailure as failure:
             excerpt = (answer or "")[:_ANSWER_EXCERPT_CHARS]
-            failures.append(ProbeFailure(ref.example.id, ref.example.origin, str(failure), excerpt))
-            logger.debug("%s: left out: %s", ref.example.origin, failure)
+            failures.append(ProbeFailure(ref.id, ref.origin, str(failure), excerpt))
+            logger.debug("%s: left out: %s", ref.origin, failure)
     if failures:
         logger.warning(
             "%d of %d references left out: their answers did not parse", len(failures), len(refs)
@@ -218,7 +216,7 @@ class _Answers:
     n_generated: int = 0
 
 
-def _supplied_answer(reference: Reference, field: str) -> str:
+def _supplied_answer(reference: Example, field: str) -> str:
     """With the ``none`` generator: the answer the reference supplies in ``field``."""
     value = reference.record.get(field)
     if not isinstance(value, str):
@@ -226,7 +224,7 @@ def _supplied_answer(reference: Reference, field: str) -> str:
         raise InputError(
             f"{got} (with --generator none, each reference supplies the answer to the "
             f"strategy's generation prompt in this field)",
-            path=reference.example.origin,
+            path=reference.origin,
             key=field,
         )
     return value
@@ -249,13 +247,13 @@ def _generate(
 
 
 def _write_probes(
-    out: str | Path, strategy: Strategy, probes: list[Probe], refs: list[Reference]
+    out: str | Path, strategy: Strategy, probes: list[Probe], refs: list[Example]
 ) -> dict[str, Path]:
     """Write each kind's JSONL file (nothing when no reference parsed); returns the files."""
     if not probes:
         logger.warning("no probes: no file written")
         return {}
-    labels = {ref.example.id: ref.record.get("label") for ref in refs}
+    labels = {ref.id: ref.record.get("label") for ref in refs}
     files = output_paths(out, strategy)
     for kind, path in files.items():
         lines = [

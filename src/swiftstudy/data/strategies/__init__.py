@@ -15,7 +15,6 @@ from swiftstudy.data.strategies.apply import (
     render_generation_prompt,
     render_probes,
 )
-from swiftstudy.data.strategies.references import Reference, load_references
 from swiftstudy.data.strategies.strategy import (
     GenerationStep,
     OutputSpec,
@@ -29,11 +28,9 @@ __all__ = [
     "OutputSpec",
     "ParseFailure",
     "Probe",
-    "Reference",
     "Strategy",
     "build_context",
     "builtin_strategy_path",
-    "load_references",
     "load_strategy",
     "render_generation_prompt",
     "render_probes",

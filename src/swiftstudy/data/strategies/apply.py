@@ -17,7 +17,6 @@ import jinja2
 
 from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.data.examples import Example, Message
-from swiftstudy.data.strategies.references import Reference
 from swiftstudy.data.strategies.strategy import GENERATION_VARIABLE, Strategy, TemplateFailure
 from swiftstudy.errors import InputError
 
@@ -54,19 +53,18 @@ class ParseFailure(Exception):
     """The generator's answer does not have the shape the strategy expects."""
 
 
-def build_context(strategy: Strategy, reference: Reference) -> dict[str, Any]:
+def build_context(strategy: Strategy, reference: Example) -> dict[str, Any]:
     """The template variables of one reference: its own, then the strategy's ``variables``.
 
     Raises:
         InputError: A variable's expression fails, or calls ``error()``, for this reference.
     """
-    example = reference.example
     context: dict[str, Any] = {
-        "id": example.id,
-        "task": example.task,
-        "query": example.prompt[-1].content,
-        "response": example.response,
-        "messages": [{"role": m.role, "content": m.content} for m in example.prompt],
+        "id": reference.id,
+        "task": reference.task,
+        "query": reference.prompt[-1].content,
+        "response": reference.response,
+        "messages": [{"role": m.role, "content": m.content} for m in reference.prompt],
         "label": reference.record.get("label"),
         "record": reference.record,
     }
@@ -77,7 +75,7 @@ def build_context(strategy: Strategy, reference: Reference) -> dict[str, Any]:
 
 
 def render_generation_prompt(
-    strategy: Strategy, reference: Reference, context: dict[str, Any]
+    strategy: Strategy, reference: Example, context: dict[str, Any]
 ) -> tuple[Message, ...]:
     """The messages sent to the generator for one reference (the strategy must have a step).
 
@@ -94,8 +92,9 @@ def render_generation_prompt(
         record = {"id": f"examples[{index}]", "task": f"examples[{index}]", **demo.record}
         origin = f"{strategy.source}:{demo.line}"
         prompt = (Message("user", record["query"]),)
-        example = Example(record["id"], record["task"], prompt, record["response"], origin)
-        shown = Reference(example, record)
+        shown = Example(
+            record["id"], record["task"], prompt, record["response"], origin, record=record
+        )
         user = _render(strategy, ("generation", "prompt"), shown, build_context(strategy, shown))
         messages += [Message("user", user), Message("assistant", demo.answer)]
     user = _render(strategy, ("generation", "prompt"), reference, context)
@@ -103,7 +102,7 @@ def render_generation_prompt(
 
 
 def render_probes(
-    strategy: Strategy, reference: Reference, context: dict[str, Any], generation: str | None
+    strategy: Strategy, reference: Example, context: dict[str, Any], generation: str | None
 ) -> list[Probe]:
     """The probes of one reference, one per output kind.
 
@@ -130,15 +129,15 @@ def render_probes(
         for field, text in (("query", query), ("response", response)):
             if not text:
                 raise ParseFailure(f"outputs[{index}].{field} ({output.kind}) rendered empty")
-        prompt = reference.example.prompt
+        prompt = reference.prompt
         example = Example(
-            id=reference.example.id,
-            task=reference.example.task,
+            id=reference.id,
+            task=reference.task,
             prompt=(*prompt[:-1], Message(prompt[-1].role, query)),
             response=response,
-            origin=reference.example.origin,
+            origin=reference.origin,
         )
-        probes.append(Probe(output.kind, strategy.name, reference.example.id, example))
+        probes.append(Probe(output.kind, strategy.name, reference.id, example))
     return probes
 
 
@@ -165,17 +164,17 @@ def _parse_answer(strategy: Strategy, context: dict[str, Any], generation: str) 
 
 
 def _render(
-    strategy: Strategy, key_path: KeyPath, reference: Reference, context: dict[str, Any]
+    strategy: Strategy, key_path: KeyPath, reference: Example, context: dict[str, Any]
 ) -> str:
     return _evaluate(strategy, key_path, reference, lambda t: t.render(context)).strip()
 
 
-def _evaluate(strategy: Strategy, key_path: KeyPath, reference: Reference, call: Any) -> Any:
+def _evaluate(strategy: Strategy, key_path: KeyPath, reference: Example, call: Any) -> Any:
     """Run a compiled template or expression, turning its failures into InputErrors."""
     try:
         return call(strategy.compiled[key_path])
     except TemplateFailure as failure:
-        raise InputError(str(failure), path=reference.example.origin) from None
+        raise InputError(str(failure), path=reference.origin) from None
     except _RENDER_ERRORS as error:
-        message = f"{type(error).__name__}: {error} (rendering {reference.example.origin})"
+        message = f"{type(error).__name__}: {error} (rendering {reference.origin})"
         raise strategy.error(message, key_path) from None
