@@ -202,7 +202,6 @@ EVAL_BACKEND_VLLM = "vllm"
 EVAL_BACKENDS = (EVAL_BACKEND_HF, EVAL_BACKEND_VLLM)
 #: Prompts per call of the vLLM engine (it batches each call itself).
 VLLM_CHUNK = 256
-DEFAULT_VALIDATE_DEVICE = "auto"
 #: The judge answers one digit; a little room for servers that add a space or a newline first.
 DEFAULT_JUDGE_MAX_NEW_TOKENS = 8
 #: ``--quick``: each run trains this many steps, on the first QUICK_EVAL_LIMIT queries, answers

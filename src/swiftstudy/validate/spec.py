@@ -46,10 +46,10 @@ from swiftstudy.config.yamlio import KeyPath
 from swiftstudy.constants import (
     ADAPTER_CONFIG,
     CHECKPOINT_PREFIX,
+    DEFAULT_DEVICE,
     DEFAULT_DTYPE,
     DEFAULT_EVAL_BATCH_SIZE,
     DEFAULT_EVAL_MAX_NEW_TOKENS,
-    DEFAULT_VALIDATE_DEVICE,
     EVAL_BACKEND_HF,
     EVAL_BACKEND_VLLM,
     EVAL_BACKENDS,
@@ -179,7 +179,7 @@ class ValidateSpec(Spec):
         check=nested(SwiftSpec, "a scores.csv path or {scores, metrics}", shorthand="scores"),
     )
     quick: QuickSpec = option(QuickSpec(), "The --quick profile.")
-    device: str = option(DEFAULT_VALIDATE_DEVICE, "Where answers are generated.", check=device())
+    device: str = option(DEFAULT_DEVICE, "Where answers are generated.", check=device())
     dtype: str = option(DEFAULT_DTYPE, "The dtype of the model when generating.", check=dtype())
     spec_path: Path | None = field(default=None, compare=False, repr=False)
 
