@@ -14,12 +14,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swiftstudy.config.yamlio import dump_yaml
 from swiftstudy.constants import CONFIG_YAML, NORMS_CSV, RELINF_CSV, SCORES_CSV, TOKENS_JSONL
 from swiftstudy.errors import InputError
 from swiftstudy.fileio import write_text_atomic
 from swiftstudy.model import Checkpoint
-from swiftstudy.provenance import describe_provenance
 from swiftstudy.report.results import (
     NORMS_COLUMNS,
     RELINF_COLUMNS,
@@ -29,6 +27,7 @@ from swiftstudy.report.results import (
     render_scores_csv,
     render_tokens_jsonl,
 )
+from swiftstudy.rundir import save_run_config
 from swiftstudy.study.grams import StudyWork
 
 if TYPE_CHECKING:
@@ -148,8 +147,7 @@ class StudyResult:
             )
         write_result_tables(out_dir, self)
         # config.yaml last: its presence marks a complete result (the report is derived from it).
-        config = {**self.config, **describe_provenance(None)}
-        write_text_atomic(out_dir / CONFIG_YAML, dump_yaml(config))
+        save_run_config(out_dir / CONFIG_YAML, self.config, command=None)
         # Imported here: the report draws with matplotlib, which the computation does not need.
         from swiftstudy.report import render_report
 
