@@ -113,6 +113,9 @@ class CheckpointGenerator(Generator):
             decoding speed to record.
     """
 
+    #: The answers' cache key says which backend decoded them (``answers_key``).
+    backend = EVAL_BACKEND_HF
+
     def __init__(self, states: BaseModelStates, checkpoint: Checkpoint, fingerprint: str) -> None:
         self.states = states
         self.checkpoint = checkpoint
@@ -121,7 +124,7 @@ class CheckpointGenerator(Generator):
 
     @property
     def settings(self) -> dict[str, Any]:
-        return answers_key(EVAL_BACKEND_HF, self.states.settings, self.fingerprint)
+        return answers_key(self.backend, self.states.settings, self.fingerprint)
 
     def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
         if not prompts:

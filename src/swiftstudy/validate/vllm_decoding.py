@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from swiftstudy.constants import CHECKPOINT_KIND_ADAPTER, EVAL_BACKEND_VLLM, VLLM_CHUNK
 from swiftstudy.errors import InputError
-from swiftstudy.generate import Generator, Prompt
-from swiftstudy.generate.greedy import DecodingStats
+from swiftstudy.generate import Prompt
 from swiftstudy.generate.hf import stop_token_ids
 from swiftstudy.generate.vllm_lora import VLLMEngine, vllm_max_lora_rank
 from swiftstudy.model import Checkpoint, LoadOptions, model_folder
-from swiftstudy.validate.generation import BaseModelStates, answers_key
+from swiftstudy.validate.generation import BaseModelStates, CheckpointGenerator
 
 
 class VLLMDecoder:
@@ -59,7 +57,7 @@ class VLLMDecoder:
         return self._engine
 
 
-class VLLMCheckpointGenerator(Generator):
+class VLLMCheckpointGenerator(CheckpointGenerator):
     """Greedy answers of one LoRA checkpoint, decoded by vLLM with the adapter per request.
 
     Args:
@@ -71,6 +69,8 @@ class VLLMCheckpointGenerator(Generator):
         stats: Answers, tokens and seconds decoded so far.
     """
 
+    backend = EVAL_BACKEND_VLLM
+
     def __init__(self, decoder: VLLMDecoder, checkpoint: Checkpoint, fingerprint: str) -> None:
         if checkpoint.kind != CHECKPOINT_KIND_ADAPTER:
             raise InputError(
@@ -78,14 +78,8 @@ class VLLMCheckpointGenerator(Generator):
                 "use eval.backend: hf",
                 path=checkpoint.path,
             )
+        super().__init__(decoder.states, checkpoint, fingerprint)
         self.decoder = decoder
-        self.checkpoint = checkpoint
-        self.fingerprint = fingerprint
-        self.stats = DecodingStats()
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return answers_key(EVAL_BACKEND_VLLM, self.decoder.states.settings, self.fingerprint)
 
     def iter_generate(self, prompts: Sequence[Prompt]) -> Iterator[tuple[int, str]]:
         if not prompts:
@@ -98,7 +92,7 @@ class VLLMCheckpointGenerator(Generator):
             answers = engine.generate(
                 prompts[start : start + VLLM_CHUNK],
                 adapter=self.checkpoint.path,
-                max_new_tokens=self.decoder.states.settings.max_new_tokens,
+                max_new_tokens=self.states.settings.max_new_tokens,
             )
             self.stats.seconds += time.perf_counter() - started
             self.stats.answers += len(answers)
