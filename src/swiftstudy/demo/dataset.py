@@ -33,7 +33,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from swiftstudy.demo.families import BASE_FAMILIES, STUDY_FAMILIES, Family, Problem
 from swiftstudy.fileio import write_text_atomic
@@ -47,21 +47,32 @@ BASE_EXAMPLES_PER_FAMILY = 80
 _SIMILAR_TRIES = 100
 
 BASE_FILE = "base.jsonl"
-#: Each set by the name the recipes use: its file in the data folder, the paper's symbol and what
-#: it holds.
+
+
+class DemoSet(NamedTuple):
+    """A demo set: its file in the data folder, the paper's symbol for it, and what it holds."""
+
+    file: str
+    symbol: str
+    note: str
+
+
+#: Each set by the name the recipes use.
 SETS = {
-    "nocot": ("nocot.jsonl", "Z", "one plain example per task"),
-    "similar": ("similar.jsonl", "Z'", "another plain example of each task"),
-    "similar_pos": ("similar.jsonl", "Z'_pos", "another example of each task, good response"),
-    "cot": ("cot.jsonl", "Z''", "each Z with reasons first, then the answer"),
-    "pos": ("pos.jsonl", "Z_pos", "clarified query, good response"),
-    "clarify": ("pos.clarification.jsonl", "Z_clarify", "original query -> clarified query"),
-    "neg": ("neg.jsonl", "Z_neg", "original query, bad response"),
-    "similar_neg": ("similar_neg.jsonl", "Z'_neg", "Z'_pos's query, bad response"),
-    "eval_pos": ("eval_pos.jsonl", "E_pos", "judging Z_pos's good response to Z's query"),
-    "eval_neg": ("eval_neg.jsonl", "E_neg", "judging Z_neg's bad response to Z's query"),
+    "nocot": DemoSet("nocot.jsonl", "Z", "one plain example per task"),
+    "similar": DemoSet("similar.jsonl", "Z'", "another plain example of each task"),
+    "similar_pos": DemoSet(
+        "similar.jsonl", "Z'_pos", "another example of each task, good response"
+    ),
+    "cot": DemoSet("cot.jsonl", "Z''", "each Z with reasons first, then the answer"),
+    "pos": DemoSet("pos.jsonl", "Z_pos", "clarified query, good response"),
+    "clarify": DemoSet("pos.clarification.jsonl", "Z_clarify", "original query -> clarified query"),
+    "neg": DemoSet("neg.jsonl", "Z_neg", "original query, bad response"),
+    "similar_neg": DemoSet("similar_neg.jsonl", "Z'_neg", "Z'_pos's query, bad response"),
+    "eval_pos": DemoSet("eval_pos.jsonl", "E_pos", "judging Z_pos's good response to Z's query"),
+    "eval_neg": DemoSet("eval_neg.jsonl", "E_neg", "judging Z_neg's bad response to Z's query"),
 }
-SET_FILES = {name: file for name, (file, _, _) in SETS.items()}
+SET_FILES = {name: demo_set.file for name, demo_set in SETS.items()}
 #: The reference field holding each strategy's rule-written answer (``--generation-field``).
 GENERATION_FIELDS = {
     "similar": "similar_answer",

@@ -210,8 +210,8 @@ def render_study_spec(
     (from ``tasks`` rule-made tasks)."""
     width = max(len(s) for s in recipe.sets)
     sets = [
-        f"  {name + ':':<{width + 1}} {{path: {DATA_DIR}/{SETS[name][0]}}}"
-        f"  # {SETS[name][1]}: {SETS[name][2]}"
+        f"  {name + ':':<{width + 1}} {{path: {DATA_DIR}/{SETS[name].file}}}"
+        f"  # {SETS[name].symbol}: {SETS[name].note}"
         for name in recipe.sets
     ]
     name_width = max(len(m.name) for m in recipe.metrics) + 3
