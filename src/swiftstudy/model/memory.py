@@ -123,7 +123,16 @@ class GradientWorkload:
 
 @dataclass(frozen=True)
 class ActivationEstimate:
-    """Bytes of one batch's working memory in the engine (see the module docstring)."""
+    """Bytes of one batch's working memory in the engine (see the module docstring).
+
+    Attributes:
+        records: The forward hooks' records of every LoRA layer's input and output.
+        autograd_saved: What autograd saves for the backward, from the first LoRA output on.
+        logits: The scored positions' logits, their float32 copy and log-softmax.
+        output_grads: The gradient of every LoRA output, as ``autograd.grad`` returns them.
+        products: The per-example products of one layer, formed in float32.
+        batch_gradients: The batch's per-example gradients, B · D · 4.
+    """
 
     records: int
     autograd_saved: int
