@@ -11,7 +11,7 @@ import pytest
 
 from swiftstudy.cli.main import main
 from swiftstudy.data import load_examples
-from swiftstudy.demo.dataset import SET_FILES, draw_study_tasks, read_jsonl, write_demo_data
+from swiftstudy.demo.dataset import SETS, draw_study_tasks, read_jsonl, write_demo_data
 from swiftstudy.demo.families import BASE_FAMILIES, FAMILIES, STUDY_FAMILIES
 from swiftstudy.demo.recipes import write_recipes
 
@@ -97,7 +97,7 @@ def _checker(record: dict):
 
 def test_every_set_has_one_example_per_study_task(data: dict[str, Path]):
     tasks = [f.name for f in STUDY_FAMILIES]
-    for name in SET_FILES:
+    for name in SETS:
         examples = load_examples(data[name])
         assert [e.task for e in examples] == tasks, name
         assert [e.id for e in examples] == tasks, name
@@ -107,7 +107,7 @@ def test_base_data_shares_no_task_and_no_query_with_the_study(data: dict[str, Pa
     base = read_jsonl(data["base"])
     assert len(base) >= 200
     assert {r["task"] for r in base} == {f.name for f in BASE_FAMILIES}
-    study_prompts = {e.prompt[-1].content for n in SET_FILES for e in load_examples(data[n])}
+    study_prompts = {e.prompt[-1].content for n in SETS for e in load_examples(data[n])}
     assert not study_prompts & {r["prompt"] for r in base}
     for record in base:
         assert _checker(record)(record["facts"], record["response"])
@@ -160,7 +160,7 @@ def test_fewer_tasks_write_the_first_tasks_of_the_full_sets(data: dict[str, Path
     # What ``demo --quick`` studies: the same examples as the full sets' first three tasks.
     few = write_demo_data(tmp_path / "few", seed=0, tasks=3)
     assert few["base"].read_bytes() == data["base"].read_bytes()
-    for name in SET_FILES:
+    for name in SETS:
         assert read_jsonl(few[name]) == read_jsonl(data[name])[:3], name
     for tasks in (0, len(STUDY_FAMILIES) + 1):
         with pytest.raises(ValueError, match="tasks must be 1 to 12"):

@@ -72,7 +72,6 @@ SETS = {
     "eval_pos": DemoSet("eval_pos.jsonl", "E_pos", "judging Z_pos's good response to Z's query"),
     "eval_neg": DemoSet("eval_neg.jsonl", "E_neg", "judging Z_neg's bad response to Z's query"),
 }
-SET_FILES = {name: demo_set.file for name, demo_set in SETS.items()}
 #: The reference field holding each strategy's rule-written answer (``--generation-field``).
 GENERATION_FIELDS = {
     "similar": "similar_answer",
@@ -172,13 +171,13 @@ def write_demo_data(
             same as in the full sets; the base data does not change.
 
     Returns:
-        Each set's file by set name (see ``SET_FILES``), and ``base`` for the base data.
+        Each set's file by set name (see ``SETS``), and ``base`` for the base data.
     """
     data_dir = Path(data_dir)
     if tasks is not None and not 1 <= tasks <= len(STUDY_FAMILIES):
         raise ValueError(f"tasks must be 1 to {len(STUDY_FAMILIES)}, not {tasks}")
     drawn = draw_study_tasks(seed)[:tasks]
-    files = {name: data_dir / file for name, file in SET_FILES.items()}  # similar_pos = similar
+    files = {name: data_dir / s.file for name, s in SETS.items()}  # similar_pos = similar
     files["base"] = data_dir / BASE_FILE
     _write_jsonl(files["base"], draw_base_examples(seed))
     _write_jsonl(files["nocot"], [_reference_record(t) for t in drawn])

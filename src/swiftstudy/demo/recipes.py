@@ -21,7 +21,6 @@ from swiftstudy.demo.dataset import (
     BASE_FILE,
     GENERATION_FIELDS,
     PROBES_COMMANDS,
-    SET_FILES,
     SETS,
     write_demo_data,
 )
@@ -244,8 +243,8 @@ def _header(recipe: Recipe, shown_dir: str, writer: str, tasks: int) -> list[str
     )
     data = f"{shown_dir}/{DATA_DIR}"
     commands = [
-        f"#   swiftstudy probes --strategy {strategy} --in {data}/{SET_FILES[in_set]} "
-        f"--out {data}/{SET_FILES[out_set]} --generator none "
+        f"#   swiftstudy probes --strategy {strategy} --in {data}/{SETS[in_set].file} "
+        f"--out {data}/{SETS[out_set].file} --generator none "
         f"--generation-field {GENERATION_FIELDS[strategy]}"
         for out_set, (strategy, in_set) in PROBES_COMMANDS.items()
         if out_set in recipe.sets or (out_set == "similar" and "similar_pos" in recipe.sets)

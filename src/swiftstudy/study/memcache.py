@@ -81,9 +81,10 @@ class MemoryGradientCache:
     def load(self, checkpoint: str, sequence: TokenSequence) -> torch.Tensor | None:
         """The kept gradient row of ``sequence`` at ``checkpoint``, or None."""
         key = (self._digest, checkpoint, example_digest(sequence))
-        if key in self.store.rows:
+        row = self.store.rows.get(key)
+        if row is not None:
             self.store.rows.move_to_end(key)  # the least recently used row is dropped first
-        return self.store.rows.get(key)
+        return row
 
     def load_dots(
         self, checkpoint: str, evals: str, sequence: TokenSequence
